@@ -1,0 +1,98 @@
+//! `causeway bundle export` and `causeway bundle inspect`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use causeway_trust::files::CaDir;
+use causeway_trust::{TrustBundle, TrustDomain};
+use clap::{Subcommand, ValueEnum};
+
+use super::ca::read;
+use super::describe_time;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    /// The SPIFFE bundle document (JWKS).
+    Json,
+    /// The X.509 authorities as PEM.
+    Pem,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BundleCommand {
+    /// Print the trust domain's bundle, to hand to a peer out of band.
+    Export {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+    },
+    /// Show a bundle's authorities, sequence, refresh hint and digest.
+    Inspect {
+        file: PathBuf,
+        /// The trust domain the bundle belongs to (the document does not say;
+        /// by default it is read from the authorities' SPIFFE IDs).
+        #[arg(long)]
+        trust_domain: Option<TrustDomain>,
+    },
+}
+
+pub(crate) fn run(cmd: BundleCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BundleCommand::Export { dir, format } => {
+            let ca = CaDir::open(&dir)?;
+            match format {
+                Format::Json => println!("{}", ca.bundle().to_json()),
+                Format::Pem => print!("{}", ca.bundle().to_pem()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Inspect { file, trust_domain } => {
+            let text = read(&file)?;
+            let bundle =
+                load(&text, trust_domain).with_context(|| format!("{}", file.display()))?;
+            print_bundle(&bundle);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Parses a bundle file (JSON or PEM) for a given or inferred trust domain.
+pub(crate) fn load(text: &[u8], td: Option<TrustDomain>) -> anyhow::Result<TrustBundle> {
+    let td = match td {
+        Some(td) => td,
+        None => TrustBundle::infer_trust_domain(text)
+            .context("cannot tell which trust domain the bundle belongs to; pass --trust-domain")?,
+    };
+    Ok(TrustBundle::parse(td, text)?)
+}
+
+fn print_bundle(b: &TrustBundle) {
+    println!("trust domain:  {}", b.trust_domain());
+    match b.sequence() {
+        Some(s) => println!("sequence:      {s}"),
+        None => println!("sequence:      (none)"),
+    }
+    match b.refresh_hint() {
+        Some(h) => println!("refresh hint:  {}s", h.as_secs()),
+        None => println!("refresh hint:  (none)"),
+    }
+    println!("digest:        {}", b.digest());
+    println!("x509 authorities: {}", b.x509_authorities().len());
+    for cert in b.x509_authorities() {
+        match causeway_trust::svid::summarize(cert) {
+            Ok(s) => {
+                println!("  - subject:   {}", s.subject);
+                println!("    serial:    {}", s.serial);
+                println!("    not after: {}", describe_time(s.not_after));
+                println!("    key:       {}", s.key_type);
+            }
+            Err(e) => println!("  - unreadable: {e}"),
+        }
+    }
+    println!("jwt authorities: {}", b.jwt_authorities().len());
+    for j in b.jwt_authorities() {
+        println!("  - kid: {}", j.key_id);
+    }
+}

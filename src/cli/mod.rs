@@ -1,0 +1,86 @@
+//! Command-line surface: argument parsing and dispatch. Each subcommand
+//! lives in its own module; output goes to stdout, diagnostics to stderr.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI's job is to print"
+)]
+
+mod bundle;
+mod ca;
+mod svid;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "causeway",
+    version,
+    about = "Multi-cluster federation gateway: the east-west edge between trust domains"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A trust domain's certificate authority, as files (PKI as code).
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Trust bundles: export ours, inspect anyone's.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// X.509-SVIDs: check their shape, verify them against a bundle.
+    #[command(subcommand)]
+    Svid(svid::SvidCommand),
+}
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Ca(c) => ca::run(c),
+        Command::Bundle(c) => bundle::run(c),
+        Command::Svid(c) => svid::run(c),
+    }
+}
+
+pub(crate) fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CAUSEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub(crate) fn report_error(e: &anyhow::Error) {
+    eprintln!("error: {e:#}");
+}
+
+/// Parses "1h", "30m", "90s", "8760h".
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 90s, 30m, 1h, 8760h)"))
+}
+
+/// RFC 3339 for a unix time, and how far it is from now.
+pub(crate) fn describe_time(unix: i64) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let stamp = time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string());
+    let delta = unix - now;
+    let span = humantime::format_duration(Duration::from_secs(delta.unsigned_abs()));
+    if delta >= 0 {
+        format!("{stamp} (in {span})")
+    } else {
+        format!("{stamp} ({span} ago)")
+    }
+}

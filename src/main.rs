@@ -1,0 +1,20 @@
+//! `causeway`: one binary for the gateway, the controller and the CLI.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging();
+    causeway_trust::tls::install_default_provider();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            cli::report_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}
