@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::say;
+
 use anyhow::Context;
 use causeway_trust::files::CaDir;
 use causeway_trust::{TrustBundle, TrustDomain};
@@ -43,16 +45,17 @@ pub(crate) fn run(cmd: BundleCommand) -> anyhow::Result<ExitCode> {
         BundleCommand::Export { dir, format } => {
             let ca = CaDir::open(&dir)?;
             match format {
-                Format::Json => println!("{}", ca.bundle().to_json()),
-                Format::Pem => print!("{}", ca.bundle().to_pem()),
+                Format::Json => say!("{}", ca.bundle().to_json()),
+                Format::Pem => super::say_raw(format_args!("{}", ca.bundle().to_pem())),
             }
             Ok(ExitCode::SUCCESS)
         }
         BundleCommand::Inspect { file, trust_domain } => {
             let text = read(&file)?;
+            let inferred = trust_domain.is_none();
             let bundle =
                 load(&text, trust_domain).with_context(|| format!("{}", file.display()))?;
-            print_bundle(&bundle);
+            print_bundle(&bundle, inferred);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -68,31 +71,38 @@ pub(crate) fn load(text: &[u8], td: Option<TrustDomain>) -> anyhow::Result<Trust
     Ok(TrustBundle::parse(td, text)?)
 }
 
-fn print_bundle(b: &TrustBundle) {
-    println!("trust domain:  {}", b.trust_domain());
+fn print_bundle(b: &TrustBundle, inferred: bool) {
+    if inferred {
+        say!(
+            "trust domain:  {} (read from the authorities' SPIFFE IDs; --trust-domain to set)",
+            b.trust_domain()
+        );
+    } else {
+        say!("trust domain:  {}", b.trust_domain());
+    }
     match b.sequence() {
-        Some(s) => println!("sequence:      {s}"),
-        None => println!("sequence:      (none)"),
+        Some(s) => say!("sequence:      {s}"),
+        None => say!("sequence:      (none)"),
     }
     match b.refresh_hint() {
-        Some(h) => println!("refresh hint:  {}s", h.as_secs()),
-        None => println!("refresh hint:  (none)"),
+        Some(h) => say!("refresh hint:  {}s", h.as_secs()),
+        None => say!("refresh hint:  (none)"),
     }
-    println!("digest:        {}", b.digest());
-    println!("x509 authorities: {}", b.x509_authorities().len());
+    say!("digest:        {}", b.digest());
+    say!("x509 authorities: {}", b.x509_authorities().len());
     for cert in b.x509_authorities() {
         match causeway_trust::svid::summarize(cert) {
             Ok(s) => {
-                println!("  - subject:   {}", s.subject);
-                println!("    serial:    {}", s.serial);
-                println!("    not after: {}", describe_time(s.not_after));
-                println!("    key:       {}", s.key_type);
+                say!("  - subject:   {}", s.subject);
+                say!("    serial:    {}", s.serial);
+                say!("    not after: {}", describe_time(s.not_after));
+                say!("    key:       {}", s.key_type);
             }
-            Err(e) => println!("  - unreadable: {e}"),
+            Err(e) => say!("  - unreadable: {e}"),
         }
     }
-    println!("jwt authorities: {}", b.jwt_authorities().len());
+    say!("jwt authorities: {}", b.jwt_authorities().len());
     for j in b.jwt_authorities() {
-        println!("  - kid: {}", j.key_id);
+        say!("  - kid: {}", j.key_id);
     }
 }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::say;
+
 use anyhow::Context;
 use causeway_trust::files::{self, CaDir, InitOptions};
 use causeway_trust::{SpiffeId, TrustDomain, Validity};
@@ -85,11 +87,11 @@ pub(crate) fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
             let ca = CaDir::init(&dir, &trust_domain, &opts)?;
             let root = &ca.bundle().x509_authorities()[0];
             let summary = causeway_trust::svid::summarize(root)?;
-            println!("created CA for {trust_domain} in {}", dir.display());
-            println!("  signer:     {:?}", ca.config().signer);
-            println!("  root:       serial {}", summary.serial);
-            println!("  root until: {}", describe_time(summary.not_after));
-            println!("  bundle:     {}", ca.bundle().digest());
+            say!("created CA for {trust_domain} in {}", dir.display());
+            say!("  signer:     {:?}", ca.config().signer);
+            say!("  root:       serial {}", summary.serial);
+            say!("  root until: {}", describe_time(summary.not_after));
+            say!("  bundle:     {}", ca.bundle().digest());
             Ok(ExitCode::SUCCESS)
         }
         CaCommand::Issue {
@@ -125,7 +127,7 @@ pub(crate) fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
                     let key_pem =
                         causeway_trust::pem::encode("PRIVATE KEY", svid.key().secret_der());
                     files::write_file(&key_path, key_pem.as_bytes(), true)?;
-                    println!("wrote {}", key_path.display());
+                    say!("wrote {}", key_path.display());
                     (
                         causeway_trust::pem::encode_certificates(svid.chain()),
                         svid.info().clone(),
@@ -133,10 +135,10 @@ pub(crate) fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
                 }
             };
             files::write_file(&cert_path, chain_pem.as_bytes(), false)?;
-            println!("wrote {}", cert_path.display());
-            println!("  spiffe id: {}", info.spiffe_id);
-            println!("  serial:    {}", info.serial);
-            println!("  not after: {}", describe_time(info.not_after));
+            say!("wrote {}", cert_path.display());
+            say!("  spiffe id: {}", info.spiffe_id);
+            say!("  serial:    {}", info.serial);
+            say!("  not after: {}", describe_time(info.not_after));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,14 +1,11 @@
 //! Command-line surface: argument parsing and dispatch. Each subcommand
 //! lives in its own module; output goes to stdout, diagnostics to stderr.
 
-#![allow(
-    clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "the CLI's job is to print"
-)]
+#![allow(clippy::print_stderr, reason = "the CLI reports errors on stderr")]
 
 mod bundle;
 mod ca;
+mod demo;
 mod svid;
 
 use std::process::ExitCode;
@@ -38,6 +35,8 @@ enum Command {
     /// X.509-SVIDs: check their shape, verify them against a bundle.
     #[command(subcommand)]
     Svid(svid::SvidCommand),
+    /// Show what Causeway does, on loopback, in a temp dir.
+    Demo,
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -45,6 +44,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(c) => ca::run(c),
         Command::Bundle(c) => bundle::run(c),
         Command::Svid(c) => svid::run(c),
+        Command::Demo => demo::run(),
     }
 }
 
@@ -57,9 +57,47 @@ pub(crate) fn init_logging() {
         .try_init();
 }
 
+/// Prints an error with its causes, each once: library errors often quote
+/// their cause in their own message already.
 pub(crate) fn report_error(e: &anyhow::Error) {
-    eprintln!("error: {e:#}");
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    eprintln!("error: {line}");
 }
+
+/// Writes one line to stdout. A closed pipe (`causeway ... | head`) ends the
+/// process quietly instead of panicking as `println!` would.
+pub(crate) fn say_line(args: std::fmt::Arguments<'_>) {
+    say_raw(format_args!("{args}\n"));
+}
+
+/// Writes to stdout without a newline; see [`say_line`].
+pub(crate) fn say_raw(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for the CLI: see [`say_line`].
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::cli::say_line(format_args!($($arg)*)) };
+}
+pub(crate) use say;
 
 /// Parses "1h", "30m", "90s", "8760h".
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::say;
+
 use anyhow::{Context, bail};
 use causeway_trust::svid::{self, SvidInfo};
 use causeway_trust::{BundleSet, Expected, PeerRole, TrustDomain};
@@ -24,8 +26,7 @@ pub(crate) enum SvidCommand {
         bundle: PathBuf,
         #[arg(long)]
         cert: PathBuf,
-        /// The trust domain the bundle belongs to (default: read from the
-        /// bundle's authorities).
+        /// The trust domain the bundle belongs to (default: the SVID's own).
         #[arg(long)]
         trust_domain: Option<TrustDomain>,
     },
@@ -45,13 +46,16 @@ pub(crate) fn run(cmd: SvidCommand) -> anyhow::Result<ExitCode> {
             cert,
             trust_domain,
         } => {
-            let text = read(&bundle)?;
-            let bundle_doc =
-                load(&text, trust_domain).with_context(|| format!("{}", bundle.display()))?;
-            let set = BundleSet::from_bundles([bundle_doc])?;
             let chain = certificates(&cert)?;
             let info =
                 svid::check_leaf(&chain[0]).with_context(|| format!("{}", cert.display()))?;
+            // The bundle document does not name its trust domain: without
+            // --trust-domain it is taken as the bundle of the SVID's own.
+            let td = trust_domain.unwrap_or_else(|| info.spiffe_id.trust_domain());
+            let text = read(&bundle)?;
+            let bundle_doc =
+                load(&text, Some(td)).with_context(|| format!("{}", bundle.display()))?;
+            let set = BundleSet::from_bundles([bundle_doc])?;
             // An SVID serves as client and server alike; check it as a client
             // certificate (the stricter use for a workload identity).
             set.verify(
@@ -63,7 +67,7 @@ pub(crate) fn run(cmd: SvidCommand) -> anyhow::Result<ExitCode> {
             )
             .with_context(|| format!("{}", cert.display()))?;
             print_info(&info, chain.len());
-            println!(
+            say!(
                 "  verified:   chains to the bundle of {}",
                 info.spiffe_id.trust_domain()
             );
@@ -94,10 +98,10 @@ fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 fn print_info(info: &SvidInfo, chain_len: usize) {
-    println!("{}", info.spiffe_id);
-    println!("  serial:     {}", info.serial);
-    println!("  not before: {}", describe_time(info.not_before));
-    println!("  not after:  {}", describe_time(info.not_after));
-    println!("  issuer:     {}", info.issuer);
-    println!("  chain:      {chain_len} certificate(s)");
+    say!("{}", info.spiffe_id);
+    say!("  serial:     {}", info.serial);
+    say!("  not before: {}", describe_time(info.not_before));
+    say!("  not after:  {}", describe_time(info.not_after));
+    say!("  issuer:     {}", info.issuer);
+    say!("  chain:      {chain_len} certificate(s)");
 }

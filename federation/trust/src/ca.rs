@@ -41,9 +41,9 @@ pub enum CaError {
     CsrNoSpiffeId,
     #[error("CSR requests {count} URI SANs; it must request exactly one SPIFFE ID")]
     CsrMultipleUris { count: usize },
-    #[error("CSR requests {uri:?}, which is not a workload SPIFFE ID: {source}")]
+    #[error("requested {uri:?} is not a workload SPIFFE ID: {source}")]
     CsrInvalidId { uri: String, source: IdError },
-    #[error("CSR requests {id}, outside this CA's trust domain {trust_domain}")]
+    #[error("requested {id} is outside this CA's trust domain {trust_domain}")]
     CsrWrongTrustDomain {
         id: SpiffeId,
         trust_domain: TrustDomain,
@@ -150,10 +150,10 @@ impl Authority {
                 "basicConstraints CA is not set".into(),
             ));
         }
-        if let Ok(Some(ku)) = parsed.key_usage() {
-            if !ku.value.key_cert_sign() {
-                return Err(CaError::SignerNotCa("keyCertSign is not set".into()));
-            }
+        if let Ok(Some(ku)) = parsed.key_usage()
+            && !ku.value.key_cert_sign()
+        {
+            return Err(CaError::SignerNotCa("keyCertSign is not set".into()));
         }
         if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(CaError::SignerKeyMismatch);
@@ -212,6 +212,8 @@ pub struct Ca {
     /// Certificates that follow the leaf in an issued chain: the signer when
     /// it is an intermediate, then any intermediates above it.
     chain: Vec<CertificateDer<'static>>,
+    /// The roots this CA's SVIDs chain to: the bundle's X.509 authorities.
+    roots: Vec<CertificateDer<'static>>,
     rng: SystemRandom,
 }
 
@@ -220,6 +222,7 @@ impl Ca {
     pub fn with_root(trust_domain: TrustDomain, root: Authority) -> Self {
         Self {
             trust_domain,
+            roots: vec![root.cert.clone()],
             signer: root,
             chain: Vec::new(),
             rng: SystemRandom::new(),
@@ -239,8 +242,20 @@ impl Ca {
             trust_domain,
             signer: intermediate,
             chain,
+            roots: Vec::new(),
             rng: SystemRandom::new(),
         }
+    }
+
+    /// Sets the roots the issued chains lead to (for a CA that signs with an
+    /// intermediate, the root or upstream root above it).
+    pub fn set_roots(&mut self, roots: Vec<CertificateDer<'static>>) {
+        self.roots = roots;
+    }
+
+    /// The roots issued SVIDs chain to.
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {

@@ -100,8 +100,19 @@ impl CaDir {
     /// overwrite an existing CA.
     pub fn init(dir: &Path, td: &TrustDomain, opts: &InitOptions) -> Result<Self, FilesError> {
         let config_path = dir.join(CONFIG);
-        if config_path.exists() {
-            return Err(FilesError::Exists { path: config_path });
+        // Never replace CA material, even a partial set left by an earlier
+        // failed init: check every file before writing any.
+        for name in [
+            CONFIG,
+            ROOT_CERT,
+            ROOT_KEY,
+            INTERMEDIATE_CERT,
+            INTERMEDIATE_KEY,
+        ] {
+            let path = dir.join(name);
+            if path.exists() {
+                return Err(FilesError::Exists { path });
+            }
         }
         fs::create_dir_all(dir).map_err(|source| FilesError::Io {
             path: dir.to_owned(),
@@ -206,7 +217,9 @@ impl CaDir {
                         source,
                     },
                 )?;
-                Ca::with_intermediate(td, inter, Vec::new())
+                let mut ca = Ca::with_intermediate(td, inter, Vec::new());
+                ca.set_roots(bundle.x509_authorities().to_vec());
+                ca
             }
         };
         Ok(Self {

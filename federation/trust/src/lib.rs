@@ -21,6 +21,8 @@ pub mod files;
 pub mod id;
 pub mod pem;
 pub mod svid;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 pub mod verify;
 

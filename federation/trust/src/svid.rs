@@ -105,7 +105,7 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, ShapeError> {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, ShapeError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(ShapeError::Unparsable(
             "trailing bytes after the certificate".into(),
         )),
@@ -168,10 +168,10 @@ pub fn check_leaf(der: &[u8]) -> Result<SvidInfo, ShapeError> {
             detail: e.to_string(),
         }
     };
-    if let Some(bc) = cert.basic_constraints().map_err(bad("basicConstraints"))? {
-        if bc.value.ca {
-            return Err(ShapeError::LeafIsCa);
-        }
+    if let Some(bc) = cert.basic_constraints().map_err(bad("basicConstraints"))?
+        && bc.value.ca
+    {
+        return Err(ShapeError::LeafIsCa);
     }
     let ku = cert
         .key_usage()

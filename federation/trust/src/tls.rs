@@ -107,6 +107,12 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(svid.clone()));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // No resumption: every handshake verifies the peer against the bundles
+    // held now and presents the SVID held now. A resumed session would skip
+    // both, and keep a peer in after its root left the bundle. Connections
+    // are long-lived and reused, so full handshakes cost little.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -124,5 +130,7 @@ pub fn client_config(
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(svid.clone()));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // No resumption, for the reason given in `server_config`.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }

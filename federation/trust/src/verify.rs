@@ -36,16 +36,17 @@ pub enum VerifyError {
         id: SpiffeId,
         trust_domain: TrustDomain,
     },
-    #[error("certificate {subject} (serial {serial}) expired at {} ", fmt_time(*not_after))]
+    /// `certificate` is the leaf's SPIFFE ID, or an intermediate's subject.
+    #[error("certificate {certificate} (serial {serial}) expired at {}", fmt_time(*not_after))]
     Expired {
+        certificate: String,
         serial: String,
-        subject: String,
         not_after: i64,
     },
-    #[error("certificate {subject} (serial {serial}) is not valid before {}", fmt_time(*not_before))]
+    #[error("certificate {certificate} (serial {serial}) is not valid before {}", fmt_time(*not_before))]
     NotYetValid {
+        certificate: String,
         serial: String,
-        subject: String,
         not_before: i64,
     },
     #[error("{id} (serial {serial}) does not chain to the bundle of {trust_domain}: {detail}")]
@@ -254,15 +255,15 @@ impl BundleSet {
         };
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         check_period(
+            info.spiffe_id.as_str(),
             &info.serial,
-            &info.subject,
             info.not_before,
             info.not_after,
             now_secs,
         )?;
         for cert in intermediates {
             if let Ok(s) = svid::summarize(cert) {
-                check_period(&s.serial, &s.subject, s.not_before, s.not_after, now_secs)?;
+                check_period(&s.subject, &s.serial, s.not_before, s.not_after, now_secs)?;
             }
         }
         let untrusted = |detail: String| VerifyError::UntrustedChain {
@@ -310,23 +311,23 @@ fn chain_error_detail(e: &webpki::Error) -> String {
 }
 
 fn check_period(
+    certificate: &str,
     serial: &str,
-    subject: &str,
     not_before: i64,
     not_after: i64,
     now: i64,
 ) -> Result<(), VerifyError> {
     if now > not_after {
         return Err(VerifyError::Expired {
+            certificate: certificate.to_owned(),
             serial: serial.to_owned(),
-            subject: subject.to_owned(),
             not_after,
         });
     }
     if now < not_before {
         return Err(VerifyError::NotYetValid {
+            certificate: certificate.to_owned(),
             serial: serial.to_owned(),
-            subject: subject.to_owned(),
             not_before,
         });
     }
