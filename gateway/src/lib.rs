@@ -1,0 +1,13 @@
+//! # causeway-gateway
+//!
+//! Causeway's data plane. A gateway takes calls from in-cluster callers on
+//! local listeners and from peer gateways of other trust domains on a QUIC
+//! listener, checks them, and carries them to local endpoints or to a peer
+//! gateway.
+//!
+//! - [`service`]: service names, as configs and stream headers carry them;
+//! - [`tunnel`]: the stream header that opens every proxied stream between
+//!   gateways (wire format in docs/wire-format.md).
+
+pub mod service;
+pub mod tunnel;

@@ -1,0 +1,417 @@
+//! The stream header: the first bytes of every proxied stream between two
+//! gateways, a trust boundary. Everything in it is checked here, once; a
+//! header that fails any check is refused with a typed [`HeaderError`] and
+//! only its stream is reset.
+//!
+//! ```text
+//! magic    2 bytes   0xCA 0x57
+//! version  1 byte    1
+//! length   2 bytes   big-endian length of the encoded header, 1..=max
+//! header   `length`  bytes of causeway.tunnel.v1.StreamHeader (protobuf)
+//! ```
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use causeway_proto::tunnel::v1 as pb;
+use causeway_trust::SpiffeId;
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::service::ServiceName;
+
+/// The two bytes every stream starts with.
+pub const MAGIC: [u8; 2] = [0xCA, 0x57];
+/// The header format this gateway writes and reads.
+pub const VERSION: u8 = 1;
+/// Bytes before the encoded header: magic, version, length.
+pub const PREFIX_LEN: usize = 5;
+/// Default largest encoded header accepted.
+pub const DEFAULT_MAX_HEADER_LEN: usize = 8 * 1024;
+
+const MAX_REQUEST_ID_LEN: usize = 128;
+const MAX_TRACESTATE_LEN: usize = 512;
+
+/// What the stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The bytes of one TCP connection.
+    Tcp,
+    /// One HTTP exchange.
+    Http,
+}
+
+/// A checked stream header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// The destination service, as the exporting trust domain names it.
+    pub service: ServiceName,
+    pub port: u16,
+    /// The original caller. The receiving gateway still has to check that it
+    /// belongs to the sending gateway's own trust domain.
+    pub caller: SpiffeId,
+    /// W3C trace context (`traceparent` already checked for its format).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    /// Absolute deadline of the call.
+    pub deadline: Option<SystemTime>,
+    pub request_id: String,
+    pub protocol: Protocol,
+}
+
+/// Why a stream header was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("stream does not start with the causeway magic (got {got:02x?})")]
+    BadMagic { got: [u8; 2] },
+    #[error("stream header version {got} is not supported (this gateway speaks {VERSION})")]
+    UnsupportedVersion { got: u8 },
+    #[error("stream header is {len} bytes; at most {max} are accepted")]
+    TooLarge { len: usize, max: usize },
+    #[error("stream header is empty")]
+    Empty,
+    #[error("stream ended inside the header ({got} of {needed} bytes)")]
+    Truncated { needed: usize, got: usize },
+    #[error("stream header does not decode: {0}")]
+    Undecodable(String),
+    #[error("stream header field {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("reading the stream header: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+impl HeaderError {
+    /// A short, closed-set label for metrics and structured logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadMagic { .. } => "bad_magic",
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::TooLarge { .. } => "too_large",
+            Self::Empty => "empty",
+            Self::Truncated { .. } => "truncated",
+            Self::Undecodable(_) => "undecodable",
+            Self::Invalid { .. } => "invalid_field",
+            Self::Io(_) => "io",
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> HeaderError {
+    HeaderError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl StreamHeader {
+    /// The header as it goes on the wire: prefix, then the protobuf.
+    pub fn encode(&self) -> Vec<u8> {
+        let msg = self.to_proto();
+        let len = msg.encoded_len();
+        let mut out = Vec::with_capacity(PREFIX_LEN + len);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        // A header built from checked fields is far below 64 KiB.
+        out.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+        msg.encode(&mut out).unwrap_or_default();
+        out
+    }
+
+    /// Decodes a header from the start of `buf`; returns it and how many
+    /// bytes it took. The proxied bytes follow.
+    pub fn decode(buf: &[u8], max_len: usize) -> Result<(Self, usize), HeaderError> {
+        let prefix: &[u8; PREFIX_LEN] = buf
+            .get(..PREFIX_LEN)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(HeaderError::Truncated {
+                needed: PREFIX_LEN,
+                got: buf.len(),
+            })?;
+        let len = check_prefix(prefix, max_len)?;
+        let body = buf
+            .get(PREFIX_LEN..PREFIX_LEN + len)
+            .ok_or(HeaderError::Truncated {
+                needed: PREFIX_LEN + len,
+                got: buf.len(),
+            })?;
+        Ok((Self::from_body(body)?, PREFIX_LEN + len))
+    }
+
+    /// Reads exactly one header from a stream, and nothing after it. The
+    /// caller bounds the time it may take.
+    pub async fn read<R: AsyncRead + Unpin>(
+        r: &mut R,
+        max_len: usize,
+    ) -> Result<Self, HeaderError> {
+        let mut prefix = [0u8; PREFIX_LEN];
+        read_exact(r, &mut prefix, 0).await?;
+        let len = check_prefix(&prefix, max_len)?;
+        let mut body = vec![0u8; len];
+        read_exact(r, &mut body, PREFIX_LEN).await?;
+        Self::from_body(&body)
+    }
+
+    fn from_body(body: &[u8]) -> Result<Self, HeaderError> {
+        let msg =
+            pb::StreamHeader::decode(body).map_err(|e| HeaderError::Undecodable(e.to_string()))?;
+        Self::from_proto(msg)
+    }
+
+    /// Checks every field of a decoded header.
+    pub fn from_proto(msg: pb::StreamHeader) -> Result<Self, HeaderError> {
+        let service =
+            ServiceName::new(&msg.service).map_err(|e| invalid("service", e.to_string()))?;
+        let port = u16::try_from(msg.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| invalid("port", format!("{} is not a port (1..=65535)", msg.port)))?;
+        let caller =
+            SpiffeId::workload(&msg.caller_id).map_err(|e| invalid("caller_id", e.to_string()))?;
+        let traceparent = non_empty(msg.traceparent)
+            .map(|t| check_traceparent(&t).map(|()| t))
+            .transpose()?;
+        let tracestate = non_empty(msg.tracestate)
+            .map(|t| check_text("tracestate", &t, MAX_TRACESTATE_LEN).map(|()| t))
+            .transpose()?;
+        check_text("request_id", &msg.request_id, MAX_REQUEST_ID_LEN)?;
+        let deadline = match msg.deadline_unix_ms {
+            0 => None,
+            ms => Some(
+                UNIX_EPOCH
+                    .checked_add(Duration::from_millis(ms))
+                    .ok_or_else(|| invalid("deadline_unix_ms", "out of range"))?,
+            ),
+        };
+        let protocol = match pb::Protocol::try_from(msg.protocol) {
+            Ok(pb::Protocol::Tcp) => Protocol::Tcp,
+            Ok(pb::Protocol::Http) => Protocol::Http,
+            _ => {
+                return Err(invalid(
+                    "protocol",
+                    format!("unknown protocol {}", msg.protocol),
+                ));
+            }
+        };
+        Ok(Self {
+            service,
+            port,
+            caller,
+            traceparent,
+            tracestate,
+            deadline,
+            request_id: msg.request_id,
+            protocol,
+        })
+    }
+
+    pub fn to_proto(&self) -> pb::StreamHeader {
+        pb::StreamHeader {
+            service: self.service.as_str().to_owned(),
+            port: u32::from(self.port),
+            caller_id: self.caller.as_str().to_owned(),
+            traceparent: self.traceparent.clone().unwrap_or_default(),
+            tracestate: self.tracestate.clone().unwrap_or_default(),
+            deadline_unix_ms: self
+                .deadline
+                .and_then(|d| d.duration_since(UNIX_EPOCH).ok())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+            request_id: self.request_id.clone(),
+            protocol: match self.protocol {
+                Protocol::Tcp => pb::Protocol::Tcp,
+                Protocol::Http => pb::Protocol::Http,
+            } as i32,
+        }
+    }
+}
+
+fn check_prefix(prefix: &[u8; PREFIX_LEN], max_len: usize) -> Result<usize, HeaderError> {
+    if prefix[..2] != MAGIC {
+        return Err(HeaderError::BadMagic {
+            got: [prefix[0], prefix[1]],
+        });
+    }
+    if prefix[2] != VERSION {
+        return Err(HeaderError::UnsupportedVersion { got: prefix[2] });
+    }
+    let len = usize::from(u16::from_be_bytes([prefix[3], prefix[4]]));
+    if len == 0 {
+        return Err(HeaderError::Empty);
+    }
+    if len > max_len {
+        return Err(HeaderError::TooLarge { len, max: max_len });
+    }
+    Ok(len)
+}
+
+async fn read_exact<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+    before: usize,
+) -> Result<(), HeaderError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]).await {
+            Ok(0) => {
+                return Err(HeaderError::Truncated {
+                    needed: before + buf.len(),
+                    got: before + got,
+                });
+            }
+            Ok(n) => got += n,
+            Err(e) => return Err(HeaderError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Printable ASCII only, so that it can go into logs as it is.
+fn check_text(field: &'static str, s: &str, max: usize) -> Result<(), HeaderError> {
+    if s.len() > max {
+        return Err(invalid(field, format!("{} bytes; at most {max}", s.len())));
+    }
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
+        return Err(invalid(
+            field,
+            format!("character {c:?} is not printable ASCII"),
+        ));
+    }
+    Ok(())
+}
+
+/// W3C Trace Context `traceparent`: `vv-<32 hex>-<16 hex>-<2 hex>`, lower
+/// case, IDs not all zero, version not `ff`.
+fn check_traceparent(t: &str) -> Result<(), HeaderError> {
+    let bad = || invalid("traceparent", format!("{t:?} is not a W3C traceparent"));
+    let parts: Vec<&str> = t.split('-').collect();
+    let [version, trace_id, parent_id, flags] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    if !hex(version, 2) || !hex(trace_id, 32) || !hex(parent_id, 16) || !hex(flags, 2) {
+        return Err(bad());
+    }
+    if *version == "ff"
+        || trace_id.bytes().all(|b| b == b'0')
+        || parent_id.bytes().all(|b| b == b'0')
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StreamHeader {
+        StreamHeader {
+            service: ServiceName::new("payments").unwrap(),
+            port: 8080,
+            caller: SpiffeId::new("spiffe://east.acme.example/ns/shop/sa/frontend").unwrap(),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            tracestate: None,
+            deadline: Some(UNIX_EPOCH + Duration::from_millis(1_800_000_000_123)),
+            request_id: "req-1".into(),
+            protocol: Protocol::Http,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let h = sample();
+        let mut wire = h.encode();
+        wire.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let (back, used) = StreamHeader::decode(&wire, DEFAULT_MAX_HEADER_LEN).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(&wire[used..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn prefix_refusals() {
+        let wire = sample().encode();
+        let max = DEFAULT_MAX_HEADER_LEN;
+        let mut bad = wire.clone();
+        bad[0] = b'G';
+        assert!(matches!(
+            StreamHeader::decode(&bad, max),
+            Err(HeaderError::BadMagic { .. })
+        ));
+        let mut bad = wire.clone();
+        bad[2] = 2;
+        assert!(matches!(
+            StreamHeader::decode(&bad, max),
+            Err(HeaderError::UnsupportedVersion { got: 2 })
+        ));
+        assert!(matches!(
+            StreamHeader::decode(&wire, 10),
+            Err(HeaderError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            StreamHeader::decode(&wire[..wire.len() - 1], max),
+            Err(HeaderError::Truncated { .. })
+        ));
+        assert!(matches!(
+            StreamHeader::decode(&[0xCA, 0x57, 1, 0, 0], max),
+            Err(HeaderError::Empty)
+        ));
+    }
+
+    #[test]
+    fn field_refusals_name_the_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut pb::StreamHeader)>)> = vec![
+            ("service", Box::new(|m| m.service = "Bad Name".into())),
+            ("port", Box::new(|m| m.port = 0)),
+            ("port", Box::new(|m| m.port = 70000)),
+            (
+                "caller_id",
+                Box::new(|m| m.caller_id = "spiffe://east".into()),
+            ),
+            (
+                "caller_id",
+                Box::new(|m| m.caller_id = "https://x/y".into()),
+            ),
+            ("traceparent", Box::new(|m| m.traceparent = "00-xyz".into())),
+            (
+                "traceparent",
+                Box::new(|m| {
+                    m.traceparent = "00-00000000000000000000000000000000-00f067aa0ba902b7-01".into()
+                }),
+            ),
+            ("request_id", Box::new(|m| m.request_id = "a\nb".into())),
+            ("request_id", Box::new(|m| m.request_id = "x".repeat(129))),
+            ("protocol", Box::new(|m| m.protocol = 9)),
+        ];
+        for (field, mutate) in cases {
+            let mut m = sample().to_proto();
+            mutate(&mut m);
+            match StreamHeader::from_proto(m) {
+                Err(HeaderError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn read_takes_the_header_and_leaves_the_payload() {
+        let h = sample();
+        let mut wire = h.encode();
+        wire.extend_from_slice(b"payload");
+        let mut r = &wire[..];
+        let back = StreamHeader::read(&mut r, DEFAULT_MAX_HEADER_LEN)
+            .await
+            .unwrap();
+        assert_eq!(back, h);
+        assert_eq!(r, b"payload");
+        let mut short = &wire[..3];
+        assert!(matches!(
+            StreamHeader::read(&mut short, DEFAULT_MAX_HEADER_LEN).await,
+            Err(HeaderError::Truncated { needed: 5, got: 3 })
+        ));
+    }
+}
