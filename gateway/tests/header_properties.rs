@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, reason = "tests")]
+
 //! The stream header is a trust boundary: any bytes a peer sends must give a
 //! header or a typed refusal, never a panic, and what we write reads back.
 

@@ -1,10 +1,31 @@
 //! Shared helpers for the end-to-end tests: run the real `causeway` binary
 //! and `openssl`, and capture what a user would see.
 
+#![allow(dead_code, reason = "each test binary uses part of the support module")]
+
 use std::fmt;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+
+use tempfile::TempDir;
+
+/// The trust domain most tests issue in, and a workload in it.
+pub(crate) const EAST: &str = "east.acme.example";
+pub(crate) const FRONTEND: &str = "spiffe://east.acme.example/ns/shop/sa/frontend";
+
+/// A fresh temporary directory, removed when dropped.
+pub(crate) fn tmp() -> TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `PREFIX.EXT`: the file `ca issue --out PREFIX` writes with that extension.
+pub(crate) fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
 
 /// The outcome of one command: exit status and decoded output.
 pub(crate) struct Run {
@@ -87,6 +108,13 @@ pub(crate) fn openssl(args: &[&str]) -> Run {
 /// A path as a `&str` (temporary directories have UTF-8 names).
 pub(crate) fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
+}
+
+/// `causeway bundle export --dir DIR --format FORMAT`, which must succeed,
+/// written to `to`.
+pub(crate) fn export(dir: &Path, format: &str, to: &Path) {
+    let run = causeway(&["bundle", "export", "--dir", s(dir), "--format", format]).success();
+    fs::write(to, run.stdout).unwrap();
 }
 
 /// `causeway ca init --trust-domain TD --dir DIR EXTRA...`, which must succeed.

@@ -364,7 +364,8 @@ mod tests {
 
     #[test]
     fn field_refusals_name_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut pb::StreamHeader)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut pb::StreamHeader)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("service", Box::new(|m| m.service = "Bad Name".into())),
             ("port", Box::new(|m| m.port = 0)),
             ("port", Box::new(|m| m.port = 70000)),
