@@ -5,9 +5,11 @@
 //! listener, checks them, and carries them to local endpoints or to a peer
 //! gateway.
 //!
+//! - [`config`]: the validated config model, from YAML or the control plane;
 //! - [`service`]: service names, as configs and stream headers carry them;
 //! - [`tunnel`]: the stream header that opens every proxied stream between
 //!   gateways (wire format in docs/wire-format.md).
 
+pub mod config;
 pub mod service;
 pub mod tunnel;
