@@ -362,12 +362,27 @@ fn algorithms() -> &'static WebPkiSupportedAlgorithms {
     &crate::tls::RING_ALGORITHMS
 }
 
+/// Called with every refusal a [`SpiffeVerifier`] makes, for metrics and
+/// logs. Some transports (QUIC) keep only the text of a handshake error;
+/// this is how the typed refusal still reaches the caller.
+pub type RefusalObserver = Arc<dyn Fn(&VerifyError, PeerRole) + Send + Sync>;
+
 /// A rustls certificate verifier (client and server side) that applies
 /// [`BundleSet::verify`] with the current shared bundles.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SpiffeVerifier {
     bundles: SharedBundles,
     expected: Arc<ArcSwap<Expected>>,
+    observer: Option<RefusalObserver>,
+}
+
+impl fmt::Debug for SpiffeVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeVerifier")
+            .field("expected", &self.expected.load())
+            .field("observed", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SpiffeVerifier {
@@ -375,7 +390,14 @@ impl SpiffeVerifier {
         Self {
             bundles,
             expected: Arc::new(ArcSwap::from_pointee(expected)),
+            observer: None,
         }
+    }
+
+    /// Reports every refusal to `observer` as well as failing the handshake.
+    pub fn with_observer(mut self, observer: RefusalObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Changes which peers are expected, for the next handshakes.
@@ -398,7 +420,12 @@ impl SpiffeVerifier {
             .load()
             .verify(end_entity, intermediates, now, role, &self.expected.load())
             .map(|_| ())
-            .map_err(VerifyError::into_rustls)
+            .map_err(|e| {
+                if let Some(observe) = &self.observer {
+                    observe(&e, role);
+                }
+                e.into_rustls()
+            })
     }
 }
 

@@ -1,0 +1,87 @@
+//! The checks on a stream arriving from a peer gateway, in order. The TLS
+//! layer has already checked that the peer's chain validates against the
+//! bundle of the trust domain its ID names.
+//!
+//! 1. the peer is one of the gateways configured for a peer of that domain;
+//! 2. the caller in the stream header belongs to that same domain: a
+//!    gateway never speaks for a third domain;
+//! 3. the destination is a local service;
+//! 4. a rule allows the caller to reach it (deny by default).
+
+use causeway_trust::{SpiffeId, TrustDomain};
+
+use crate::config::{Destination, GatewayConfig};
+use crate::tunnel::header::StreamHeader;
+
+/// Why an inbound stream was refused. Each has its own metric label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{gateway} is not a gateway of any configured peer")]
+    NotAPeerGateway { gateway: SpiffeId },
+    #[error(
+        "gateway {gateway} asserted caller {caller}, outside its own trust domain {peer_domain}"
+    )]
+    ForeignCaller {
+        gateway: SpiffeId,
+        caller: SpiffeId,
+        peer_domain: TrustDomain,
+    },
+    #[error("{}:{} is not a local service", .destination.service, .destination.port)]
+    UnknownService { destination: Destination },
+    #[error("no rule allows {caller} to reach {}:{}", .destination.service, .destination.port)]
+    Denied {
+        caller: SpiffeId,
+        destination: Destination,
+    },
+}
+
+impl Refusal {
+    /// A short, closed-set label for metrics and structured logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotAPeerGateway { .. } => "not_a_peer_gateway",
+            Self::ForeignCaller { .. } => "foreign_caller",
+            Self::UnknownService { .. } => "unknown_service",
+            Self::Denied { .. } => "denied",
+        }
+    }
+}
+
+/// Runs the inbound checks for a stream from `gateway` carrying `header`.
+/// Returns the local destination to connect to.
+pub fn check(
+    config: &GatewayConfig,
+    gateway: &SpiffeId,
+    header: &StreamHeader,
+) -> Result<Destination, Refusal> {
+    let peer = config
+        .peers
+        .values()
+        .find(|p| {
+            gateway.is_member_of(&p.trust_domain) && p.gateways.iter().any(|g| g.id == *gateway)
+        })
+        .ok_or_else(|| Refusal::NotAPeerGateway {
+            gateway: gateway.clone(),
+        })?;
+    if !header.caller.is_member_of(&peer.trust_domain) {
+        return Err(Refusal::ForeignCaller {
+            gateway: gateway.clone(),
+            caller: header.caller.clone(),
+            peer_domain: peer.trust_domain.clone(),
+        });
+    }
+    let destination = Destination {
+        service: header.service.clone(),
+        port: header.port,
+    };
+    if !config.services.contains_key(&destination) {
+        return Err(Refusal::UnknownService { destination });
+    }
+    if !config.authorizes(&header.caller, &destination) {
+        return Err(Refusal::Denied {
+            caller: header.caller.clone(),
+            destination,
+        });
+    }
+    Ok(destination)
+}

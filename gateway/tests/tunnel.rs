@@ -1,0 +1,375 @@
+//! Real QUIC with mTLS on loopback between an east gateway and a west
+//! gateway: the inbound checks in order, refusals that reset one stream and
+//! leave the connection alone, garbage datagrams, and handshake refusals
+//! that reach the observer with their typed reason.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use causeway_gateway::config::{GatewayConfig, Limits};
+use causeway_gateway::service::ServiceName;
+use causeway_gateway::tunnel::header::{Protocol, StreamHeader};
+use causeway_gateway::tunnel::inbound;
+use causeway_gateway::tunnel::quic::{codes, quic_client_config, quic_server_config};
+use causeway_trust::testing::TestDomain;
+use causeway_trust::tls::SvidSource;
+use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Svid};
+
+const WEST_CONFIG: &str = r#"
+trust_domain: west.globex.example
+id: spiffe://west.globex.example/gateway/west-1
+svid: {cert: unused.pem, key: unused.key}
+bundles:
+  - {trust_domain: west.globex.example, file: unused}
+  - {trust_domain: east.acme.example, file: unused}
+services:
+  - {name: payments, port: 8080, endpoints: ["127.0.0.1:9"]}
+  - {name: ledger, port: 5432, endpoints: ["127.0.0.1:9"]}
+peers:
+  - name: east
+    trust_domain: east.acme.example
+    gateways:
+      - {address: "127.0.0.1:9", id: spiffe://east.acme.example/gateway/east-1}
+authorization:
+  - service: payments
+    ports: [8080]
+    allow:
+      - id: spiffe://east.acme.example/ns/shop/sa/frontend
+"#;
+
+struct West {
+    addr: SocketAddr,
+    refusals: Arc<Mutex<Vec<String>>>,
+    _endpoint: quinn::Endpoint,
+}
+
+/// The west gateway: accepts peer gateways, checks each stream, and echoes
+/// the payload of accepted ones prefixed with the destination.
+fn start_west(east: &TestDomain, west: &TestDomain) -> West {
+    let config =
+        Arc::new(GatewayConfig::from_yaml("west.yaml", WEST_CONFIG, Path::new("/")).unwrap());
+    let refusals = Arc::new(Mutex::new(Vec::new()));
+    let seen = refusals.clone();
+    let bundles =
+        SharedBundles::new(BundleSet::from_bundles([west.bundle(), east.bundle()]).unwrap());
+    let gateway_ids = config
+        .peers
+        .values()
+        .flat_map(|p| p.gateways.iter().map(|g| g.id.clone()));
+    let verifier = SpiffeVerifier::new(bundles, Expected::ids(gateway_ids)).with_observer(
+        Arc::new(move |e, _| seen.lock().unwrap().push(e.reason().to_owned())),
+    );
+    let svid = SvidSource::new(west.svid("/gateway/west-1")).unwrap();
+    let server = quic_server_config(&svid, Arc::new(verifier), &Limits::default()).unwrap();
+    let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let ep = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            let config = config.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                let peer = causeway_trust::verify::peer_id(
+                    conn.peer_identity()
+                        .and_then(|i| {
+                            i.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                                .ok()
+                        })
+                        .as_deref()
+                        .map(|v| v.as_slice()),
+                )
+                .expect("verified peer");
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let config = config.clone();
+                    let peer = peer.clone();
+                    tokio::spawn(async move {
+                        let header =
+                            match StreamHeader::read(&mut recv, config.limits.max_header_bytes)
+                                .await
+                            {
+                                Ok(h) => h,
+                                Err(_) => {
+                                    let _ = send.reset(codes::HEADER_INVALID);
+                                    let _ = recv.stop(codes::HEADER_INVALID);
+                                    return;
+                                }
+                            };
+                        match inbound::check(&config, &peer, &header) {
+                            Ok(dest) => {
+                                let payload = recv.read_to_end(1 << 16).await.unwrap_or_default();
+                                let mut out =
+                                    format!("{}:{}|", dest.service, dest.port).into_bytes();
+                                out.extend_from_slice(&payload);
+                                let _ = send.write_all(&out).await;
+                                let _ = send.finish();
+                            }
+                            Err(_) => {
+                                let _ = send.reset(codes::REFUSED);
+                                let _ = recv.stop(codes::REFUSED);
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    });
+    West {
+        addr,
+        refusals,
+        _endpoint: endpoint,
+    }
+}
+
+/// A client endpoint presenting `svid`, expecting west's gateway.
+async fn dial(
+    svid: Svid,
+    bundles: BundleSet,
+    west: &TestDomain,
+    addr: SocketAddr,
+) -> Result<quinn::Connection, String> {
+    let verifier = SpiffeVerifier::new(
+        SharedBundles::new(bundles),
+        Expected::ids([west.id("/gateway/west-1")]),
+    );
+    let client = quic_client_config(
+        &SvidSource::new(svid).unwrap(),
+        Arc::new(verifier),
+        &Limits::default(),
+    )
+    .unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(client);
+    let connecting = ep
+        .connect(addr, "west.gateway.causeway.invalid")
+        .map_err(|e| e.to_string())?;
+    let conn = connecting.await.map_err(|e| e.to_string())?;
+    // With TLS 1.3 the server may refuse our certificate after the client
+    // considers the handshake done: a first stream tells.
+    Ok(conn)
+}
+
+fn header(caller: &str, service: &str, port: u16) -> StreamHeader {
+    StreamHeader {
+        service: ServiceName::new(service).unwrap(),
+        port,
+        caller: SpiffeId::new(caller).unwrap(),
+        traceparent: None,
+        tracestate: None,
+        deadline: None,
+        request_id: "t".into(),
+        protocol: Protocol::Tcp,
+    }
+}
+
+/// Opens a stream with raw bytes; returns the reply, or the code the peer
+/// reset or stopped the stream with (None for any other failure).
+async fn call(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, Option<quinn::VarInt>> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|_| None)?;
+    match send.write_all(bytes).await {
+        Ok(()) => {}
+        Err(quinn::WriteError::Stopped(code)) => return Err(Some(code)),
+        Err(_) => return Err(None),
+    }
+    let _ = send.finish();
+    match recv.read_to_end(1 << 16).await {
+        Ok(v) => Ok(v),
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => Err(Some(code)),
+        Err(_) => Err(None),
+    }
+}
+
+fn with_payload(h: &StreamHeader, payload: &[u8]) -> Vec<u8> {
+    let mut v = h.encode();
+    v.extend_from_slice(payload);
+    v
+}
+
+const FRONTEND: &str = "spiffe://east.acme.example/ns/shop/sa/frontend";
+
+#[tokio::test]
+async fn a_stream_passes_the_checks_and_refusals_reset_only_their_stream() {
+    causeway_trust::tls::install_default_provider();
+    let east = TestDomain::new("east.acme.example");
+    let west = TestDomain::with_intermediate("west.globex.example");
+    let w = start_west(&east, &west);
+    let bundles = BundleSet::from_bundles([east.bundle(), west.bundle()]).unwrap();
+    let conn = dial(east.svid("/gateway/east-1"), bundles, &west, w.addr)
+        .await
+        .unwrap();
+
+    let ok = call(
+        &conn,
+        &with_payload(&header(FRONTEND, "payments", 8080), b"hello"),
+    )
+    .await;
+    assert_eq!(ok.unwrap(), b"payments:8080|hello");
+
+    let reset = Some;
+    // Policy: the batch job is not allowed to reach payments.
+    let denied = call(
+        &conn,
+        &with_payload(
+            &header(
+                "spiffe://east.acme.example/ns/batch/sa/job",
+                "payments",
+                8080,
+            ),
+            b"x",
+        ),
+    )
+    .await;
+    assert_eq!(denied.unwrap_err(), reset(codes::REFUSED));
+    // An east gateway speaking for a third domain.
+    let foreign = call(
+        &conn,
+        &with_payload(
+            &header("spiffe://third.example/ns/a/sa/b", "payments", 8080),
+            b"x",
+        ),
+    )
+    .await;
+    assert_eq!(foreign.unwrap_err(), reset(codes::REFUSED));
+    // No such local service.
+    let unknown = call(&conn, &with_payload(&header(FRONTEND, "nothing", 80), b"x")).await;
+    assert_eq!(unknown.unwrap_err(), reset(codes::REFUSED));
+    // A malformed header.
+    let garbage = call(&conn, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert_eq!(garbage.unwrap_err(), reset(codes::HEADER_INVALID));
+    let oversized = {
+        let mut v = vec![0xCA, 0x57, 1, 0xFF, 0xFF];
+        v.extend(std::iter::repeat_n(0u8, 100));
+        v
+    };
+    assert_eq!(
+        call(&conn, &oversized).await.unwrap_err(),
+        reset(codes::HEADER_INVALID)
+    );
+
+    // Garbage datagrams at the server's port disturb nothing.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..200u32 {
+        let junk: Vec<u8> = (0..(i % 1400) as usize)
+            .map(|j| (j as u32 * 31 + i) as u8)
+            .collect();
+        udp.send_to(&junk, w.addr).unwrap();
+    }
+
+    // The same connection still carries calls.
+    let again = call(
+        &conn,
+        &with_payload(&header(FRONTEND, "payments", 8080), b"again"),
+    )
+    .await;
+    assert_eq!(again.unwrap(), b"payments:8080|again");
+    assert!(
+        w.refusals.lock().unwrap().is_empty(),
+        "no handshake was refused"
+    );
+}
+
+#[test]
+fn inbound_checks_refuse_with_their_own_reasons() {
+    let config = GatewayConfig::from_yaml("west.yaml", WEST_CONFIG, Path::new("/")).unwrap();
+    let east_gw = SpiffeId::new("spiffe://east.acme.example/gateway/east-1").unwrap();
+    let cases = [
+        (
+            "spiffe://east.acme.example/gateway/rogue",
+            FRONTEND,
+            "payments",
+            8080,
+            "not_a_peer_gateway",
+        ),
+        (
+            "spiffe://east.acme.example/gateway/east-1",
+            "spiffe://third.example/x",
+            "payments",
+            8080,
+            "foreign_caller",
+        ),
+        (
+            "spiffe://east.acme.example/gateway/east-1",
+            FRONTEND,
+            "billing",
+            8080,
+            "unknown_service",
+        ),
+        (
+            "spiffe://east.acme.example/gateway/east-1",
+            FRONTEND,
+            "ledger",
+            5432,
+            "denied",
+        ),
+        (
+            "spiffe://east.acme.example/gateway/east-1",
+            FRONTEND,
+            "payments",
+            9090,
+            "unknown_service",
+        ),
+    ];
+    for (gw, caller, service, port, want) in cases {
+        let gw = SpiffeId::new(gw).unwrap();
+        let got = inbound::check(&config, &gw, &header(caller, service, port)).unwrap_err();
+        assert_eq!(got.reason(), want, "{got}");
+    }
+    let ok = inbound::check(&config, &east_gw, &header(FRONTEND, "payments", 8080)).unwrap();
+    assert_eq!(ok.service.as_str(), "payments");
+}
+
+#[tokio::test]
+async fn handshakes_from_strangers_are_refused_and_observed_with_their_reason() {
+    causeway_trust::tls::install_default_provider();
+    let east = TestDomain::new("east.acme.example");
+    let west = TestDomain::with_intermediate("west.globex.example");
+    let w = start_west(&east, &west);
+
+    // A third domain west holds no bundle for.
+    let third = TestDomain::new("third.example");
+    let bundles = BundleSet::from_bundles([third.bundle(), west.bundle()]).unwrap();
+    let conn = dial(third.svid("/gateway/x"), bundles, &west, w.addr).await;
+    if let Ok(conn) = conn {
+        assert!(
+            call(
+                &conn,
+                &with_payload(&header("spiffe://third.example/a", "payments", 8080), b"x")
+            )
+            .await
+            .is_err()
+        );
+    }
+    // An east workload that is not a gateway, connecting directly.
+    let bundles = BundleSet::from_bundles([east.bundle(), west.bundle()]).unwrap();
+    let conn = dial(east.svid("/ns/shop/sa/frontend"), bundles, &west, w.addr).await;
+    if let Ok(conn) = conn {
+        assert!(
+            call(
+                &conn,
+                &with_payload(&header(FRONTEND, "payments", 8080), b"x")
+            )
+            .await
+            .is_err()
+        );
+    }
+    // An expired east gateway SVID.
+    let bundles = BundleSet::from_bundles([east.bundle(), west.bundle()]).unwrap();
+    let conn = dial(east.expired_svid("/gateway/east-1"), bundles, &west, w.addr).await;
+    if let Ok(conn) = conn {
+        assert!(
+            call(
+                &conn,
+                &with_payload(&header(FRONTEND, "payments", 8080), b"x")
+            )
+            .await
+            .is_err()
+        );
+    }
+    let seen = w.refusals.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec!["unknown_trust_domain", "unexpected_id", "expired"]
+    );
+}
