@@ -8,8 +8,11 @@
 //! - [`config`]: the validated config model, from YAML or the control plane;
 //! - [`service`]: service names, as configs and stream headers carry them;
 //! - [`tunnel`]: the stream header that opens every proxied stream between
-//!   gateways (wire format in docs/wire-format.md).
+//!   gateways (wire format in docs/wire-format.md), QUIC configs, the inbound
+//!   checks and the inbound stream server;
+//! - [`upstream`]: local endpoints, round robin with a connect timeout.
 
 pub mod config;
 pub mod service;
 pub mod tunnel;
+pub mod upstream;

@@ -14,11 +14,14 @@ use causeway_gateway::service::ServiceName;
 use causeway_gateway::tunnel::header::{Protocol, StreamHeader};
 use causeway_gateway::tunnel::inbound;
 use causeway_gateway::tunnel::quic::{codes, quic_client_config, quic_server_config};
+use causeway_gateway::tunnel::serve::Inbound;
 use causeway_trust::testing::TestDomain;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Svid};
+use tokio::io::AsyncWriteExt;
 
-const WEST_CONFIG: &str = r#"
+fn west_config(payments: &str) -> String {
+    r#"
 trust_domain: west.globex.example
 id: spiffe://west.globex.example/gateway/west-1
 svid: {cert: unused.pem, key: unused.key}
@@ -26,7 +29,8 @@ bundles:
   - {trust_domain: west.globex.example, file: unused}
   - {trust_domain: east.acme.example, file: unused}
 services:
-  - {name: payments, port: 8080, endpoints: ["127.0.0.1:9"]}
+  - {name: payments, port: 8080, endpoints: ["PAYMENTS"]}
+  - {name: inventory, port: 9000, endpoints: ["127.0.0.1:1"]}
   - {name: ledger, port: 5432, endpoints: ["127.0.0.1:9"]}
 peers:
   - name: east
@@ -38,7 +42,12 @@ authorization:
     ports: [8080]
     allow:
       - id: spiffe://east.acme.example/ns/shop/sa/frontend
-"#;
+  - service: inventory
+    allow:
+      - trust_domain: east.acme.example
+"#
+    .replace("PAYMENTS", payments)
+}
 
 struct West {
     addr: SocketAddr,
@@ -46,11 +55,29 @@ struct West {
     _endpoint: quinn::Endpoint,
 }
 
-/// The west gateway: accepts peer gateways, checks each stream, and echoes
-/// the payload of accepted ones prefixed with the destination.
-fn start_west(east: &TestDomain, west: &TestDomain) -> West {
-    let config =
-        Arc::new(GatewayConfig::from_yaml("west.yaml", WEST_CONFIG, Path::new("/")).unwrap());
+/// A TCP upstream that answers every connection with "payments|" and then
+/// echoes what it reads.
+async fn payments_upstream() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                if w.write_all(b"payments|").await.is_ok() {
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The west gateway's peer listener, served by the product's inbound path.
+async fn start_west(east: &TestDomain, west: &TestDomain) -> West {
+    let upstream = payments_upstream().await;
+    let text = west_config(&upstream.to_string());
+    let config = Arc::new(GatewayConfig::from_yaml("west.yaml", &text, Path::new("/")).unwrap());
     let refusals = Arc::new(Mutex::new(Vec::new()));
     let seen = refusals.clone();
     let bundles =
@@ -63,56 +90,23 @@ fn start_west(east: &TestDomain, west: &TestDomain) -> West {
         Arc::new(move |e, _| seen.lock().unwrap().push(e.reason().to_owned())),
     );
     let svid = SvidSource::new(west.svid("/gateway/west-1")).unwrap();
-    let server = quic_server_config(&svid, Arc::new(verifier), &Limits::default()).unwrap();
+    let server = quic_server_config(&svid, Arc::new(verifier), &config.limits).unwrap();
     let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap();
+    let inbound = Arc::new(Inbound::new(config));
     let ep = endpoint.clone();
     tokio::spawn(async move {
         while let Some(incoming) = ep.accept().await {
-            let config = config.clone();
+            let inbound = inbound.clone();
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else { return };
-                let peer = causeway_trust::verify::peer_id(
-                    conn.peer_identity()
-                        .and_then(|i| {
-                            i.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
-                                .ok()
-                        })
-                        .as_deref()
-                        .map(|v| v.as_slice()),
-                )
-                .expect("verified peer");
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let config = config.clone();
-                    let peer = peer.clone();
-                    tokio::spawn(async move {
-                        let header =
-                            match StreamHeader::read(&mut recv, config.limits.max_header_bytes)
-                                .await
-                            {
-                                Ok(h) => h,
-                                Err(_) => {
-                                    let _ = send.reset(codes::HEADER_INVALID);
-                                    let _ = recv.stop(codes::HEADER_INVALID);
-                                    return;
-                                }
-                            };
-                        match inbound::check(&config, &peer, &header) {
-                            Ok(dest) => {
-                                let payload = recv.read_to_end(1 << 16).await.unwrap_or_default();
-                                let mut out =
-                                    format!("{}:{}|", dest.service, dest.port).into_bytes();
-                                out.extend_from_slice(&payload);
-                                let _ = send.write_all(&out).await;
-                                let _ = send.finish();
-                            }
-                            Err(_) => {
-                                let _ = send.reset(codes::REFUSED);
-                                let _ = recv.stop(codes::REFUSED);
-                            }
-                        }
-                    });
-                }
+                let certs = conn.peer_identity().and_then(|i| {
+                    i.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                        .ok()
+                });
+                let peer = causeway_trust::verify::peer_id(certs.as_deref().map(|v| v.as_slice()))
+                    .expect("a verified peer has an ID");
+                inbound.serve_connection(conn, peer).await;
             });
         }
     });
@@ -194,7 +188,7 @@ async fn a_stream_passes_the_checks_and_refusals_reset_only_their_stream() {
     causeway_trust::tls::install_default_provider();
     let east = TestDomain::new("east.acme.example");
     let west = TestDomain::with_intermediate("west.globex.example");
-    let w = start_west(&east, &west);
+    let w = start_west(&east, &west).await;
     let bundles = BundleSet::from_bundles([east.bundle(), west.bundle()]).unwrap();
     let conn = dial(east.svid("/gateway/east-1"), bundles, &west, w.addr)
         .await
@@ -205,7 +199,7 @@ async fn a_stream_passes_the_checks_and_refusals_reset_only_their_stream() {
         &with_payload(&header(FRONTEND, "payments", 8080), b"hello"),
     )
     .await;
-    assert_eq!(ok.unwrap(), b"payments:8080|hello");
+    assert_eq!(ok.unwrap(), b"payments|hello");
 
     let reset = Some;
     // Policy: the batch job is not allowed to reach payments.
@@ -235,6 +229,13 @@ async fn a_stream_passes_the_checks_and_refusals_reset_only_their_stream() {
     // No such local service.
     let unknown = call(&conn, &with_payload(&header(FRONTEND, "nothing", 80), b"x")).await;
     assert_eq!(unknown.unwrap_err(), reset(codes::REFUSED));
+    // An allowed service whose only endpoint does not answer.
+    let dead = call(
+        &conn,
+        &with_payload(&header(FRONTEND, "inventory", 9000), b"x"),
+    )
+    .await;
+    assert_eq!(dead.unwrap_err(), Some(codes::UNAVAILABLE));
     // A malformed header.
     let garbage = call(&conn, b"GET / HTTP/1.1\r\n\r\n").await;
     assert_eq!(garbage.unwrap_err(), reset(codes::HEADER_INVALID));
@@ -263,7 +264,7 @@ async fn a_stream_passes_the_checks_and_refusals_reset_only_their_stream() {
         &with_payload(&header(FRONTEND, "payments", 8080), b"again"),
     )
     .await;
-    assert_eq!(again.unwrap(), b"payments:8080|again");
+    assert_eq!(again.unwrap(), b"payments|again");
     assert!(
         w.refusals.lock().unwrap().is_empty(),
         "no handshake was refused"
@@ -272,7 +273,8 @@ async fn a_stream_passes_the_checks_and_refusals_reset_only_their_stream() {
 
 #[test]
 fn inbound_checks_refuse_with_their_own_reasons() {
-    let config = GatewayConfig::from_yaml("west.yaml", WEST_CONFIG, Path::new("/")).unwrap();
+    let config =
+        GatewayConfig::from_yaml("west.yaml", &west_config("127.0.0.1:9"), Path::new("/")).unwrap();
     let east_gw = SpiffeId::new("spiffe://east.acme.example/gateway/east-1").unwrap();
     let cases = [
         (
@@ -325,7 +327,7 @@ async fn handshakes_from_strangers_are_refused_and_observed_with_their_reason() 
     causeway_trust::tls::install_default_provider();
     let east = TestDomain::new("east.acme.example");
     let west = TestDomain::with_intermediate("west.globex.example");
-    let w = start_west(&east, &west);
+    let w = start_west(&east, &west).await;
 
     let third = TestDomain::new("third.example");
     let east_and_west = || BundleSet::from_bundles([east.bundle(), west.bundle()]).unwrap();

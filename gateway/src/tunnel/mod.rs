@@ -5,3 +5,4 @@
 pub mod header;
 pub mod inbound;
 pub mod quic;
+pub mod serve;

@@ -1,0 +1,139 @@
+//! Serving a peer gateway's connection: each bidirectional stream is read,
+//! checked and proxied on its own; a bad stream is reset and the others go
+//! on.
+//!
+//! accept stream → read header (bounded in size and time) → inbound checks
+//! → connect a local endpoint → copy both ways until both sides close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_trust::SpiffeId;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::config::GatewayConfig;
+use crate::tunnel::header::{HeaderError, StreamHeader};
+use crate::tunnel::inbound::{self, Refusal};
+use crate::tunnel::quic::codes;
+use crate::upstream::{LocalUpstreams, Unavailable};
+
+/// How long a peer may take to send a stream header.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the inbound side needs, shared by every stream.
+#[derive(Debug)]
+pub struct Inbound {
+    pub config: Arc<GatewayConfig>,
+    pub upstreams: LocalUpstreams,
+}
+
+/// How one inbound stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("bad stream header: {0}")]
+    Header(#[from] HeaderError),
+    #[error("stream header not received within {0:?}")]
+    HeaderTimeout(Duration),
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    #[error("copy: {0}")]
+    Copy(std::io::Error),
+}
+
+impl StreamError {
+    /// A short, closed-set label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Header(h) => h.reason(),
+            Self::HeaderTimeout(_) => "header_timeout",
+            Self::Refused(r) => r.reason(),
+            Self::Unavailable(_) => "unavailable",
+            Self::Copy(_) => "copy",
+        }
+    }
+}
+
+impl Inbound {
+    pub fn new(config: Arc<GatewayConfig>) -> Self {
+        let upstreams = LocalUpstreams::from_config(&config);
+        Self { config, upstreams }
+    }
+
+    /// Serves every stream of one peer gateway's connection until it closes.
+    pub async fn serve_connection(self: Arc<Self>, conn: quinn::Connection, peer: SpiffeId) {
+        info!(peer = %peer, remote = %conn.remote_address(), "peer gateway connected");
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let this = self.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.serve_stream(send, recv, &peer).await {
+                    warn!(peer = %peer, reason = e.reason(), "inbound stream ended: {e}");
+                }
+            });
+        }
+        debug!(peer = %peer, "peer gateway connection closed");
+    }
+
+    /// One stream: header, checks, upstream, copy. Resets the stream with
+    /// the matching code on any refusal.
+    pub async fn serve_stream(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        peer: &SpiffeId,
+    ) -> Result<(), StreamError> {
+        let fail = |send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code| {
+            let _ = send.reset(code);
+            let _ = recv.stop(code);
+        };
+        let header = match tokio::time::timeout(
+            HEADER_TIMEOUT,
+            StreamHeader::read(&mut recv, self.config.limits.max_header_bytes),
+        )
+        .await
+        {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                fail(&mut send, &mut recv, codes::HEADER_INVALID);
+                return Err(e.into());
+            }
+            Err(_) => {
+                fail(&mut send, &mut recv, codes::HEADER_INVALID);
+                return Err(StreamError::HeaderTimeout(HEADER_TIMEOUT));
+            }
+        };
+        let dest = match inbound::check(&self.config, peer, &header) {
+            Ok(d) => d,
+            Err(r) => {
+                fail(&mut send, &mut recv, codes::REFUSED);
+                return Err(r.into());
+            }
+        };
+        let upstream = match self.upstreams.get(&dest) {
+            Some(rr) => rr.connect(&dest, self.config.limits.connect_timeout).await,
+            None => Err(Unavailable {
+                service: dest.service.to_string(),
+                port: dest.port,
+                attempts: 0,
+                last: "no endpoints".into(),
+            }),
+        };
+        let mut upstream: TcpStream = match upstream {
+            Ok(s) => s,
+            Err(e) => {
+                fail(&mut send, &mut recv, codes::UNAVAILABLE);
+                return Err(e.into());
+            }
+        };
+        debug!(peer = %peer, caller = %header.caller, service = %dest.service, port = dest.port,
+            request_id = %header.request_id, "inbound stream accepted");
+        let mut stream = tokio::io::join(recv, send);
+        tokio::io::copy_bidirectional(&mut stream, &mut upstream)
+            .await
+            .map(|_| ())
+            .map_err(StreamError::Copy)
+    }
+}
