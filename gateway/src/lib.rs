@@ -6,6 +6,8 @@
 //! gateway.
 //!
 //! - [`config`]: the validated config model, from YAML or the control plane;
+//! - [`listener`]: local TCP listeners (HTTP listeners come next);
+//! - [`outbound`]: routing a local caller to a local or imported service;
 //! - [`service`]: service names, as configs and stream headers carry them;
 //! - [`tunnel`]: the stream header that opens every proxied stream between
 //!   gateways (wire format in docs/wire-format.md), QUIC configs, the inbound
@@ -13,6 +15,8 @@
 //! - [`upstream`]: local endpoints, round robin with a connect timeout.
 
 pub mod config;
+pub mod listener;
+pub mod outbound;
 pub mod service;
 pub mod tunnel;
 pub mod upstream;

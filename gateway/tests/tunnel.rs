@@ -93,23 +93,7 @@ async fn start_west(east: &TestDomain, west: &TestDomain) -> West {
     let server = quic_server_config(&svid, Arc::new(verifier), &config.limits).unwrap();
     let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = endpoint.local_addr().unwrap();
-    let inbound = Arc::new(Inbound::new(config));
-    let ep = endpoint.clone();
-    tokio::spawn(async move {
-        while let Some(incoming) = ep.accept().await {
-            let inbound = inbound.clone();
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                let certs = conn.peer_identity().and_then(|i| {
-                    i.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
-                        .ok()
-                });
-                let peer = causeway_trust::verify::peer_id(certs.as_deref().map(|v| v.as_slice()))
-                    .expect("a verified peer has an ID");
-                inbound.serve_connection(conn, peer).await;
-            });
-        }
-    });
+    tokio::spawn(Arc::new(Inbound::new(config)).serve_endpoint(endpoint.clone()));
     West {
         addr,
         refusals,

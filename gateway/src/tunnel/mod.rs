@@ -2,6 +2,7 @@
 //! bidirectional stream per proxied connection or request, each opened by a
 //! [`header::StreamHeader`] and checked by [`inbound::check`].
 
+pub mod dial;
 pub mod header;
 pub mod inbound;
 pub mod quic;

@@ -62,6 +62,29 @@ impl Inbound {
         Self { config, upstreams }
     }
 
+    /// Accepts peer gateways on a QUIC endpoint until it is closed; each
+    /// connection is served in its own task.
+    pub async fn serve_endpoint(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        while let Some(incoming) = endpoint.accept().await {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    // The verifier's observer has logged and counted it.
+                    Err(e) => return debug!("peer handshake failed: {e}"),
+                };
+                let certs = conn.peer_identity().and_then(|i| {
+                    i.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                        .ok()
+                });
+                match causeway_trust::verify::peer_id(certs.as_deref().map(|v| v.as_slice())) {
+                    Some(peer) => this.serve_connection(conn, peer).await,
+                    None => conn.close(codes::REFUSED, b"no verified peer identity"),
+                }
+            });
+        }
+    }
+
     /// Serves every stream of one peer gateway's connection until it closes.
     pub async fn serve_connection(self: Arc<Self>, conn: quinn::Connection, peer: SpiffeId) {
         info!(peer = %peer, remote = %conn.remote_address(), "peer gateway connected");
