@@ -8,6 +8,7 @@
 //! - [`config`]: the validated config model, from YAML or the control plane;
 //! - [`listener`]: local TCP listeners (HTTP listeners come next);
 //! - [`outbound`]: routing a local caller to a local or imported service;
+//! - [`runtime`]: a running gateway: credentials, listeners, tasks, drain;
 //! - [`service`]: service names, as configs and stream headers carry them;
 //! - [`tunnel`]: the stream header that opens every proxied stream between
 //!   gateways (wire format in docs/wire-format.md), QUIC configs, the inbound
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod listener;
 pub mod outbound;
+pub mod runtime;
 pub mod service;
 pub mod tunnel;
 pub mod upstream;

@@ -6,6 +6,7 @@
 mod bundle;
 mod ca;
 mod demo;
+mod gateway;
 mod svid;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     /// X.509-SVIDs: check their shape, verify them against a bundle.
     #[command(subcommand)]
     Svid(svid::SvidCommand),
+    /// Run a gateway from a config file.
+    Gateway(gateway::GatewayArgs),
     /// Show what Causeway does, on loopback, in a temp dir.
     Demo,
 }
@@ -44,6 +47,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(c) => ca::run(c),
         Command::Bundle(c) => bundle::run(c),
         Command::Svid(c) => svid::run(c),
+        Command::Gateway(a) => gateway::run(a),
         Command::Demo => demo::run(),
     }
 }
@@ -51,9 +55,12 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub(crate) fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CAUSEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never in files or pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

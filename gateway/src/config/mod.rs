@@ -567,7 +567,9 @@ impl Validator {
                 );
             }
             let addr = self.addr(format!("{at}.listen"), &l.listen);
+            // Port 0 asks the OS for a free port: those never collide.
             if let Some(a) = addr
+                && a.port() != 0
                 && !addrs.insert(a)
             {
                 self.problem(

@@ -1,0 +1,51 @@
+//! `causeway gateway --config FILE`: run one gateway until SIGTERM or Ctrl-C.
+//!
+//! Once every listener is bound it prints one JSON line on stdout with the
+//! bound addresses (useful with port 0), then logs on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use causeway_gateway::config::GatewayConfig;
+use clap::Args;
+
+use super::{parse_duration, say};
+
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArgs {
+    /// The gateway's YAML config.
+    #[arg(long)]
+    config: PathBuf,
+    /// How long open streams may take to finish after SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    drain: Duration,
+}
+
+pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let config = GatewayConfig::load(&args.config)?;
+    let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    rt.block_on(async move {
+        let running = causeway_gateway::runtime::start(config).await?;
+        let ready = serde_json::json!({
+            "event": "ready",
+            "peer_listener": running.peer_listener.map(|a| a.to_string()),
+            "listeners": running.listeners.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+        });
+        say!("{ready}");
+        wait_for_signal().await?;
+        running.shutdown(args.drain).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r.context("Ctrl-C handler")?,
+    }
+    Ok(())
+}
