@@ -195,8 +195,9 @@ async fn demo() -> anyhow::Result<ExitCode> {
         cases.len(),
         started.elapsed().as_secs_f64()
     );
+    say!("   next: `causeway gateway --config FILE` carries TCP between trust domains over QUIC;");
     say!(
-        "   the gateway data path (QUIC between clusters) and the federation controller come next"
+        "   the full demo (controllers, traffic both ways, a root rotation) comes with the controller"
     );
     Ok(if as_expected == cases.len() {
         ExitCode::SUCCESS
