@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod support;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,25 +26,9 @@ use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeVerifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-async fn payments_upstream() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                if w.write_all(b"payments|").await.is_ok() {
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// Starts west's peer listener; returns its address.
 async fn start_west(east: &TestDomain, west: &TestDomain) -> SocketAddr {
-    let upstream = payments_upstream().await;
+    let upstream = support::payments_upstream().await;
     let text = format!(
         r#"
 trust_domain: west.globex.example

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod support;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,6 @@ use causeway_gateway::tunnel::serve::Inbound;
 use causeway_trust::testing::TestDomain;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Svid};
-use tokio::io::AsyncWriteExt;
 
 fn west_config(payments: &str) -> String {
     r#"
@@ -55,27 +56,9 @@ struct West {
     _endpoint: quinn::Endpoint,
 }
 
-/// A TCP upstream that answers every connection with "payments|" and then
-/// echoes what it reads.
-async fn payments_upstream() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                if w.write_all(b"payments|").await.is_ok() {
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// The west gateway's peer listener, served by the product's inbound path.
 async fn start_west(east: &TestDomain, west: &TestDomain) -> West {
-    let upstream = payments_upstream().await;
+    let upstream = support::payments_upstream().await;
     let text = west_config(&upstream.to_string());
     let config = Arc::new(GatewayConfig::from_yaml("west.yaml", &text, Path::new("/")).unwrap());
     let refusals = Arc::new(Mutex::new(Vec::new()));
