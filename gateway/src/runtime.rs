@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use causeway_trust::tls::SvidSource;
 use causeway_trust::verify::RefusalObserver;
-use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeVerifier, Svid, TrustBundle};
+use causeway_trust::{BundleSet, SharedBundles, Svid, TrustBundle};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -19,8 +19,8 @@ use crate::config::{GatewayConfig, ListenerKind};
 use crate::listener::serve_tcp;
 use crate::outbound::Outbound;
 use crate::tunnel::dial::PeerDialer;
-use crate::tunnel::quic::{TunnelError, codes, quic_server_config};
-use crate::tunnel::serve::Inbound;
+use crate::tunnel::quic::{TunnelError, codes};
+use crate::tunnel::serve::{Inbound, bind_peer_endpoint};
 use crate::upstream::LocalUpstreams;
 
 /// Why a gateway could not start.
@@ -125,18 +125,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
     let mut endpoint = None;
     let mut peer_listener = None;
     if let Some(addr) = config.peer_listener {
-        let gateways = config
-            .peers
-            .values()
-            .flat_map(|p| p.gateways.iter().map(|g| g.id.clone()));
-        let verifier = SpiffeVerifier::new(bundles.clone(), Expected::ids(gateways))
-            .with_observer(log_refusals());
-        let server = quic_server_config(&svid, Arc::new(verifier), &config.limits)?;
-        let ep = quinn::Endpoint::server(server, addr).map_err(|source| StartError::Bind {
-            what: "peer listener".into(),
-            addr,
-            source,
-        })?;
+        let ep = bind_peer_endpoint(&config, &svid, &bundles, Some(log_refusals()), addr)?;
         peer_listener = ep.local_addr().ok();
         tasks.push(tokio::spawn(
             Arc::new(Inbound::new(config.clone())).serve_endpoint(ep.clone()),

@@ -17,12 +17,11 @@ use causeway_gateway::config::GatewayConfig;
 use causeway_gateway::listener::serve_tcp;
 use causeway_gateway::outbound::Outbound;
 use causeway_gateway::tunnel::dial::PeerDialer;
-use causeway_gateway::tunnel::quic::quic_server_config;
-use causeway_gateway::tunnel::serve::Inbound;
+use causeway_gateway::tunnel::serve::{Inbound, bind_peer_endpoint};
 use causeway_gateway::upstream::LocalUpstreams;
 use causeway_trust::testing::TestDomain;
 use causeway_trust::tls::SvidSource;
-use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeVerifier};
+use causeway_trust::{BundleSet, SharedBundles};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -53,14 +52,9 @@ authorization:
     let config = Arc::new(GatewayConfig::from_yaml("west.yaml", &text, Path::new("/")).unwrap());
     let bundles =
         SharedBundles::new(BundleSet::from_bundles([west.bundle(), east.bundle()]).unwrap());
-    let ids = config
-        .peers
-        .values()
-        .flat_map(|p| p.gateways.iter().map(|g| g.id.clone()));
-    let verifier = Arc::new(SpiffeVerifier::new(bundles, Expected::ids(ids)));
     let svid = SvidSource::new(west.svid("/gateway/west-1")).unwrap();
-    let server = quic_server_config(&svid, verifier, &config.limits).unwrap();
-    let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let endpoint = bind_peer_endpoint(&config, &svid, &bundles, None, loopback).unwrap();
     let addr = endpoint.local_addr().unwrap();
     tokio::spawn(Arc::new(Inbound::new(config)).serve_endpoint(endpoint));
     addr

@@ -15,8 +15,8 @@ use causeway_gateway::config::{GatewayConfig, Limits};
 use causeway_gateway::service::ServiceName;
 use causeway_gateway::tunnel::header::{Protocol, StreamHeader};
 use causeway_gateway::tunnel::inbound;
-use causeway_gateway::tunnel::quic::{codes, quic_client_config, quic_server_config};
-use causeway_gateway::tunnel::serve::Inbound;
+use causeway_gateway::tunnel::quic::{codes, quic_client_config};
+use causeway_gateway::tunnel::serve::{Inbound, bind_peer_endpoint};
 use causeway_trust::testing::TestDomain;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Svid};
@@ -65,16 +65,11 @@ async fn start_west(east: &TestDomain, west: &TestDomain) -> West {
     let seen = refusals.clone();
     let bundles =
         SharedBundles::new(BundleSet::from_bundles([west.bundle(), east.bundle()]).unwrap());
-    let gateway_ids = config
-        .peers
-        .values()
-        .flat_map(|p| p.gateways.iter().map(|g| g.id.clone()));
-    let verifier = SpiffeVerifier::new(bundles, Expected::ids(gateway_ids)).with_observer(
-        Arc::new(move |e, _| seen.lock().unwrap().push(e.reason().to_owned())),
-    );
+    let observer: causeway_trust::verify::RefusalObserver =
+        Arc::new(move |e, _| seen.lock().unwrap().push(e.reason().to_owned()));
     let svid = SvidSource::new(west.svid("/gateway/west-1")).unwrap();
-    let server = quic_server_config(&svid, Arc::new(verifier), &config.limits).unwrap();
-    let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let endpoint = bind_peer_endpoint(&config, &svid, &bundles, Some(observer), loopback).unwrap();
     let addr = endpoint.local_addr().unwrap();
     tokio::spawn(Arc::new(Inbound::new(config)).serve_endpoint(endpoint.clone()));
     West {

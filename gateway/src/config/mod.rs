@@ -200,6 +200,14 @@ impl GatewayConfig {
         }
     }
 
+    /// The SPIFFE IDs of every configured peer gateway: who may connect to
+    /// the peer listener.
+    pub fn peer_gateway_ids(&self) -> impl Iterator<Item = SpiffeId> + '_ {
+        self.peers
+            .values()
+            .flat_map(|p| p.gateways.iter().map(|g| g.id.clone()))
+    }
+
     /// The rules' decision for a caller reaching a local destination.
     pub fn authorizes(&self, caller: &SpiffeId, dest: &Destination) -> bool {
         self.rules.iter().any(|r| {

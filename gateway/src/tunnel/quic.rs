@@ -35,6 +35,11 @@ pub enum TunnelError {
     Tls(#[from] TlsError),
     #[error("QUIC needs TLS 1.3 with an initial cipher suite: {0}")]
     Quic(String),
+    #[error("cannot bind the QUIC endpoint on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 fn transport(limits: &Limits) -> Arc<TransportConfig> {

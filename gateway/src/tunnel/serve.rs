@@ -5,21 +5,42 @@
 //! accept stream → read header (bounded in size and time) → inbound checks
 //! → connect a local endpoint → copy both ways until both sides close.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_trust::SpiffeId;
+use causeway_trust::tls::SvidSource;
+use causeway_trust::verify::RefusalObserver;
+use causeway_trust::{Expected, SharedBundles, SpiffeId, SpiffeVerifier};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::config::GatewayConfig;
 use crate::tunnel::header::{HeaderError, StreamHeader};
 use crate::tunnel::inbound::{self, Refusal};
-use crate::tunnel::quic::codes;
+use crate::tunnel::quic::{TunnelError, codes, quic_server_config};
 use crate::upstream::{LocalUpstreams, Unavailable};
 
 /// How long a peer may take to send a stream header.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the QUIC peer listener on `addr`: mTLS that accepts only the
+/// configured peer gateways, reporting refusals to `observer`.
+pub fn bind_peer_endpoint(
+    config: &GatewayConfig,
+    svid: &SvidSource,
+    bundles: &SharedBundles,
+    observer: Option<RefusalObserver>,
+    addr: SocketAddr,
+) -> Result<quinn::Endpoint, TunnelError> {
+    let mut verifier =
+        SpiffeVerifier::new(bundles.clone(), Expected::ids(config.peer_gateway_ids()));
+    if let Some(o) = observer {
+        verifier = verifier.with_observer(o);
+    }
+    let server = quic_server_config(svid, Arc::new(verifier), &config.limits)?;
+    quinn::Endpoint::server(server, addr).map_err(|source| TunnelError::Bind { addr, source })
+}
 
 /// What the inbound side needs, shared by every stream.
 #[derive(Debug)]
