@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod outbound;
 pub mod runtime;
 pub mod service;

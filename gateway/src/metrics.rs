@@ -1,0 +1,220 @@
+//! The gateway's metrics, in a registry the runtime creates and passes in
+//! (no globals): one [`Metrics`] per gateway, shared by every task.
+//!
+//! Label values come from closed sets (`reason()` of the typed errors,
+//! configured service names and trust domains), never from raw input, so a
+//! peer cannot grow the label space.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Which way a call goes through this gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From a local caller (to a local service or to a peer).
+    Outbound,
+    /// From a peer gateway to a local service.
+    Inbound,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
+/// Every metric the gateway exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Calls (TCP connections or HTTP requests) by direction, service, the
+    /// other side's trust domain and result (`ok` or a refusal reason).
+    pub requests: IntCounterVec,
+    /// Connections by direction (`inbound`: peer gateways and local callers
+    /// accepted; `outbound`: peer gateways dialled), peer trust domain and
+    /// result.
+    pub connections: IntCounterVec,
+    /// TLS handshakes refused, by reason and by the role of the refused side.
+    pub handshake_failures: IntCounterVec,
+    /// Streams and local connections open now, by direction.
+    pub active_streams: IntGaugeVec,
+    /// Bytes carried, by direction, service and flow (`to_upstream`,
+    /// `to_downstream`).
+    pub bytes: IntCounterVec,
+    /// Call duration, by direction and service.
+    pub duration: HistogramVec,
+    /// Seconds until this gateway's SVID expires (negative once expired).
+    pub svid_expiry_seconds: IntGauge,
+    /// The sequence of the bundle held per trust domain.
+    pub bundle_sequence: IntGaugeVec,
+    svid_not_after: AtomicI64,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        // Only reachable with a malformed metric name or a double
+        // registration, both fixed in this file: a programming error.
+        Err(e) => panic!("metric definition: {e}"),
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(Registry::new())
+    }
+}
+
+impl Metrics {
+    /// Creates every metric in `registry`.
+    pub fn new(registry: Registry) -> Self {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let requests = counter(
+            "causeway_gateway_requests_total",
+            "Calls (TCP connections or HTTP requests) by direction, service, peer trust domain and result",
+            &["direction", "service", "peer_trust_domain", "result"],
+        );
+        let connections = counter(
+            "causeway_gateway_connections_total",
+            "Connections by direction, peer trust domain and result",
+            &["direction", "peer_trust_domain", "result"],
+        );
+        let handshake_failures = counter(
+            "causeway_gateway_handshake_failures_total",
+            "TLS handshakes refused, by reason and the refused side's role",
+            &["reason", "role"],
+        );
+        let bytes = counter(
+            "causeway_gateway_bytes_total",
+            "Bytes carried, by direction, service and flow",
+            &["direction", "service", "flow"],
+        );
+        let active_streams = must(IntGaugeVec::new(
+            Opts::new(
+                "causeway_gateway_active_streams",
+                "Streams and local connections open now, by direction",
+            ),
+            &["direction"],
+        ));
+        must(registry.register(Box::new(active_streams.clone())));
+        let bundle_sequence = must(IntGaugeVec::new(
+            Opts::new(
+                "causeway_gateway_bundle_sequence",
+                "Sequence of the trust bundle held, per trust domain",
+            ),
+            &["trust_domain"],
+        ));
+        must(registry.register(Box::new(bundle_sequence.clone())));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "causeway_gateway_request_duration_seconds",
+                "Call duration by direction and service",
+            )
+            .buckets(must(prometheus::exponential_buckets(0.000_05, 2.0, 18))),
+            &["direction", "service"],
+        ));
+        must(registry.register(Box::new(duration.clone())));
+        let svid_expiry_seconds = must(IntGauge::new(
+            "causeway_gateway_svid_expiry_seconds",
+            "Seconds until this gateway's SVID expires",
+        ));
+        must(registry.register(Box::new(svid_expiry_seconds.clone())));
+        Self {
+            registry,
+            requests,
+            connections,
+            handshake_failures,
+            active_streams,
+            bytes,
+            duration,
+            svid_expiry_seconds,
+            bundle_sequence,
+            svid_not_after: AtomicI64::new(0),
+        }
+    }
+
+    /// Counts one finished call.
+    pub fn request(
+        &self,
+        direction: Direction,
+        service: &str,
+        peer_td: &str,
+        result: &str,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .with_label_values(&[direction.label(), service, peer_td, result])
+            .inc();
+        self.duration_for(direction, service)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn duration_for(&self, direction: Direction, service: &str) -> Histogram {
+        self.duration
+            .with_label_values(&[direction.label(), service])
+    }
+
+    /// Counts bytes carried for one call.
+    pub fn bytes(&self, direction: Direction, service: &str, to_upstream: u64, to_downstream: u64) {
+        self.bytes
+            .with_label_values(&[direction.label(), service, "to_upstream"])
+            .inc_by(to_upstream);
+        self.bytes
+            .with_label_values(&[direction.label(), service, "to_downstream"])
+            .inc_by(to_downstream);
+    }
+
+    /// Counts one open stream until the guard is dropped.
+    pub fn stream_guard(&self, direction: Direction) -> StreamGuard {
+        let g = self.active_streams.with_label_values(&[direction.label()]);
+        g.inc();
+        StreamGuard(g)
+    }
+
+    /// Records when the SVID in use expires.
+    pub fn set_svid_expiry(&self, not_after: SystemTime) {
+        let secs = not_after
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.svid_not_after.store(secs, Ordering::Relaxed);
+    }
+
+    /// The text exposition of every metric, with the SVID countdown taken
+    /// now.
+    pub fn render(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.svid_expiry_seconds
+            .set(self.svid_not_after.load(Ordering::Relaxed) - now);
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on a malformed family, which the
+        // definitions above rule out; an empty answer is the fallback.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Decrements the active-stream gauge when dropped.
+#[derive(Debug)]
+pub struct StreamGuard(IntGauge);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
