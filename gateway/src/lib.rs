@@ -16,6 +16,8 @@
 //! - [`upstream`]: local endpoints, round robin with a connect timeout.
 
 pub mod config;
+pub mod drain;
+pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;

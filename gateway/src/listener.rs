@@ -1,70 +1,227 @@
-//! Local TCP listeners: every connection goes to the listener's one
-//! destination, as the listener's configured caller identity.
+//! Local listeners, where in-cluster callers reach the gateway.
+//!
+//! accept → who is calling (the listener's assigned identity, or the SPIFFE
+//! ID of the SVID the caller presents in an mTLS handshake) → a TCP
+//! listener carries the connection to its one destination; an HTTP
+//! listener serves HTTP/1.1 and h2c, routing each request by Host.
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
-use causeway_trust::SpiffeId;
-use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use causeway_trust::tls::{SvidSource, TlsError, server_config};
+use causeway_trust::verify::RefusalObserver;
+use causeway_trust::{Expected, SharedBundles, SpiffeVerifier};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, info, warn};
 
 use crate::config::{CallerMode, Destination, Listener, ListenerKind};
+use crate::http::headers::CallerCert;
+use crate::metrics::Direction;
 use crate::outbound::{CallContext, Outbound};
-use crate::tunnel::header::Protocol;
 
-/// Why a listener cannot be served by this module.
-#[derive(Debug, thiserror::Error)]
-pub enum ListenerError {
-    #[error("listener {0:?} is not a TCP listener")]
-    NotTcp(String),
-    #[error("listener {0:?} requires mTLS from callers, which TCP listeners do not support yet")]
-    MtlsUnsupported(String),
+/// The TLS side of an mTLS listener: callers must present an SVID of this
+/// gateway's own trust domain. HTTP listeners offer h2 and http/1.1.
+pub fn tls_acceptor(
+    listener: &Listener,
+    own: &causeway_trust::TrustDomain,
+    svid: &SvidSource,
+    bundles: &SharedBundles,
+    observer: Option<RefusalObserver>,
+) -> Result<TlsAcceptor, TlsError> {
+    let mut verifier = SpiffeVerifier::new(bundles.clone(), Expected::trust_domains([own.clone()]));
+    if let Some(o) = observer {
+        verifier = verifier.with_observer(o);
+    }
+    let alpn: &[&[u8]] = match listener.kind {
+        ListenerKind::Http => &[b"h2", b"http/1.1"],
+        ListenerKind::Tcp { .. } => &[],
+    };
+    let config = server_config(svid, Arc::new(verifier), alpn)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves a bound TCP listener until the task is dropped.
-pub async fn serve_tcp(
+/// A local caller's connection, plain or TLS.
+#[derive(Debug)]
+pub enum Downstream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Serves a bound local listener until the gateway drains. `tls` is
+/// required when the listener's callers use mTLS.
+pub async fn serve(
     socket: TcpListener,
     listener: Listener,
+    tls: Option<TlsAcceptor>,
     outbound: Arc<Outbound>,
-) -> Result<(), ListenerError> {
-    let ListenerKind::Tcp { destination } = listener.kind.clone() else {
-        return Err(ListenerError::NotTcp(listener.name));
-    };
-    let CallerMode::Assigned(caller) = listener.caller.clone() else {
-        return Err(ListenerError::MtlsUnsupported(listener.name));
-    };
+) {
+    let listener = Arc::new(listener);
     let counter = Arc::new(AtomicU64::new(0));
     loop {
-        let (mut downstream, from) = match socket.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(listener = %listener.name, "accept failed: {e}");
-                continue;
-            }
+        let (tcp, from) = tokio::select! {
+            r = socket.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(listener = %listener.name, "accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = outbound.drain.started() => return,
         };
-        let _ = downstream.set_nodelay(true);
-        let outbound = outbound.clone();
-        let destination: Destination = destination.clone();
-        let caller: SpiffeId = caller.clone();
-        let name = listener.name.clone();
+        let _ = tcp.set_nodelay(true);
+        let (listener, tls, outbound) = (listener.clone(), tls.clone(), outbound.clone());
         let n = counter.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let ctx = CallContext {
-                request_id: format!("{name}-{n}"),
-                traceparent: None,
+            let Some((io, caller)) = authenticate(tcp, from, &listener, tls, &outbound).await
+            else {
+                return;
             };
-            match outbound
-                .connect(&caller, &destination, Protocol::Tcp, &ctx)
-                .await
-            {
-                Ok(mut upstream) => {
-                    let r = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-                    debug!(listener = %name, %from, "connection done: {r:?}");
+            match &listener.kind {
+                ListenerKind::Tcp { destination } => {
+                    let ctx = CallContext {
+                        request_id: format!("{}-{n}", listener.name),
+                        ..CallContext::default()
+                    };
+                    tcp_call(io, from, &caller, destination, &ctx, &outbound).await;
                 }
-                Err(e) => {
-                    warn!(listener = %name, %from, caller = %caller, reason = e.reason(), "refused: {e}");
+                ListenerKind::Http => {
+                    crate::http::serve_connection(io, caller, outbound).await;
                 }
             }
         });
+    }
+}
+
+/// Who is calling: the assigned identity, or the SVID from the handshake.
+async fn authenticate(
+    tcp: TcpStream,
+    from: SocketAddr,
+    listener: &Listener,
+    tls: Option<TlsAcceptor>,
+    outbound: &Outbound,
+) -> Option<(Downstream, CallerCert)> {
+    match (&listener.caller, tls) {
+        (CallerMode::Assigned(id), _) => {
+            Some((Downstream::Plain(tcp), CallerCert::assigned(id.clone())))
+        }
+        (CallerMode::Mtls, Some(acceptor)) => {
+            let timeout = outbound.config.limits.handshake_timeout;
+            let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                // A refused SVID has been logged and counted by the verifier.
+                Ok(Err(e)) => {
+                    debug!(listener = %listener.name, %from, "handshake failed: {e}");
+                    return None;
+                }
+                Err(_) => {
+                    debug!(listener = %listener.name, %from, "no handshake within {timeout:?}");
+                    return None;
+                }
+            };
+            let certs = stream.get_ref().1.peer_certificates();
+            let leaf = certs.and_then(|c| c.first())?;
+            let id = causeway_trust::verify::peer_id(certs)?;
+            let caller = CallerCert::presented(id, leaf.as_ref());
+            Some((Downstream::Tls(Box::new(stream)), caller))
+        }
+        (CallerMode::Mtls, None) => {
+            warn!(listener = %listener.name, "mTLS listener without TLS config: connection dropped");
+            None
+        }
+    }
+}
+
+/// One TCP call: the connection's bytes to the destination and back. A
+/// refused call is closed (TCP has no way to say why); the log and the
+/// metrics say.
+async fn tcp_call(
+    mut downstream: Downstream,
+    from: SocketAddr,
+    caller: &CallerCert,
+    dest: &Destination,
+    ctx: &CallContext,
+    outbound: &Outbound,
+) {
+    let started = Instant::now();
+    let _tracked = outbound.drain.track();
+    let _open = outbound.metrics.stream_guard(Direction::Outbound);
+    let (service, peer_td) = (dest.service.as_str(), outbound.peer_domain(dest));
+    let metrics = &outbound.metrics;
+    match outbound.connect(&caller.id, dest, ctx).await {
+        Ok(mut upstream) => {
+            let r = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+            let result = match &r {
+                Ok((up, down)) => {
+                    metrics.bytes(Direction::Outbound, service, *up, *down);
+                    "ok"
+                }
+                Err(_) => "reset",
+            };
+            metrics.request(
+                Direction::Outbound,
+                service,
+                peer_td,
+                result,
+                started.elapsed(),
+            );
+            debug!(%from, service, "connection done: {r:?}");
+        }
+        Err(e) => {
+            metrics.request(
+                Direction::Outbound,
+                service,
+                peer_td,
+                e.reason(),
+                started.elapsed(),
+            );
+            info!(%from, caller = %caller.id, service, reason = e.reason(), "refused: {e}");
+        }
+    }
+}
+
+impl AsyncRead for Downstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Downstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }

@@ -6,15 +6,19 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use causeway_trust::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite, Join, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::config::{Destination, GatewayConfig};
+use crate::config::{Destination, GatewayConfig, Import};
+use crate::drain::Drain;
+use crate::http::forward::{CallError, HttpClients};
+use crate::metrics::Metrics;
 use crate::tunnel::dial::{DialError, PeerDialer};
 use crate::tunnel::header::{Protocol, StreamHeader};
-use crate::upstream::{LocalUpstreams, Unavailable};
+use crate::upstream::{LocalUpstreams, RoundRobin, Unavailable};
 
 /// Why a local caller's connection could not be carried.
 #[derive(Debug, thiserror::Error)]
@@ -55,25 +59,68 @@ pub enum Upstream {
 pub struct CallContext {
     pub request_id: String,
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub deadline: Option<SystemTime>,
+}
+
+/// Where a destination is served.
+#[derive(Debug)]
+pub enum Route<'a> {
+    /// A local service the caller may reach: its endpoints.
+    Local(&'a RoundRobin),
+    /// A peer's service; the peer's rules decide.
+    Import(&'a Import),
 }
 
 /// The routing and connecting for local callers.
 #[derive(Debug)]
 pub struct Outbound {
     pub config: Arc<GatewayConfig>,
-    pub upstreams: LocalUpstreams,
+    pub upstreams: Arc<LocalUpstreams>,
     pub dialer: PeerDialer,
+    pub http: HttpClients,
+    pub metrics: Arc<Metrics>,
+    pub drain: Drain,
 }
 
 impl Outbound {
-    /// Connects `caller` to `dest`.
-    pub async fn connect(
-        &self,
-        caller: &SpiffeId,
-        dest: &Destination,
-        protocol: Protocol,
-        ctx: &CallContext,
-    ) -> Result<Upstream, OutboundError> {
+    /// Routing for `config`, dialling peers with `dialer`, with its own
+    /// metrics and drain.
+    pub fn new(config: Arc<GatewayConfig>, dialer: PeerDialer) -> Self {
+        Self::with_parts(config, dialer, Arc::default(), Drain::new())
+    }
+
+    pub fn with_parts(
+        config: Arc<GatewayConfig>,
+        dialer: PeerDialer,
+        metrics: Arc<Metrics>,
+        drain: Drain,
+    ) -> Self {
+        Self {
+            upstreams: Arc::new(LocalUpstreams::from_config(&config)),
+            http: HttpClients::new(config.limits.connect_timeout),
+            config,
+            dialer,
+            metrics,
+            drain,
+        }
+    }
+
+    /// The trust domain on the other side of a call to `dest`: the peer's
+    /// for an import, this gateway's own otherwise (a metric label).
+    pub fn peer_domain(&self, dest: &Destination) -> &str {
+        self.config
+            .imports
+            .get(dest)
+            .and_then(|i| self.config.peers.get(&i.peer))
+            .map_or(self.config.trust_domain.as_str(), |p| {
+                p.trust_domain.as_str()
+            })
+    }
+
+    /// Where `dest` is served, if `caller` may go there: local services are
+    /// checked against the local rules here.
+    pub fn route(&self, caller: &SpiffeId, dest: &Destination) -> Result<Route<'_>, OutboundError> {
         if let Some(rr) = self.upstreams.get(dest) {
             if !self.config.authorizes(caller, dest) {
                 return Err(OutboundError::Denied {
@@ -81,27 +128,78 @@ impl Outbound {
                     destination: dest.clone(),
                 });
             }
-            return Ok(Upstream::Local(
-                rr.connect(dest, self.config.limits.connect_timeout).await?,
-            ));
+            return Ok(Route::Local(rr));
         }
-        let import = self
-            .config
+        self.config
             .imports
             .get(dest)
-            .ok_or_else(|| OutboundError::NoRoute(dest.clone()))?;
+            .map(Route::Import)
+            .ok_or_else(|| OutboundError::NoRoute(dest.clone()))
+    }
+
+    /// Opens a stream to the peer that exports `import`, for `caller`.
+    pub async fn open(
+        &self,
+        import: &Import,
+        caller: &SpiffeId,
+        protocol: Protocol,
+        ctx: &CallContext,
+    ) -> Result<Join<quinn::RecvStream, quinn::SendStream>, DialError> {
         let header = StreamHeader {
             service: import.remote.service.clone(),
             port: import.remote.port,
             caller: caller.clone(),
             traceparent: ctx.traceparent.clone(),
-            tracestate: None,
-            deadline: None,
+            tracestate: ctx.tracestate.clone(),
+            deadline: ctx.deadline,
             request_id: ctx.request_id.clone(),
             protocol,
         };
         let (send, recv) = self.dialer.open(&import.peer, &header).await?;
-        Ok(Upstream::Peer(tokio::io::join(recv, send)))
+        Ok(tokio::io::join(recv, send))
+    }
+
+    /// Connects `caller` to `dest` for a TCP call.
+    pub async fn connect(
+        &self,
+        caller: &SpiffeId,
+        dest: &Destination,
+        ctx: &CallContext,
+    ) -> Result<Upstream, OutboundError> {
+        match self.route(caller, dest)? {
+            Route::Local(rr) => Ok(Upstream::Local(
+                rr.connect(dest, self.config.limits.connect_timeout).await?,
+            )),
+            Route::Import(import) => Ok(Upstream::Peer(
+                self.open(import, caller, Protocol::Tcp, ctx).await?,
+            )),
+        }
+    }
+}
+
+impl From<OutboundError> for CallError {
+    fn from(e: OutboundError) -> Self {
+        match e {
+            OutboundError::NoRoute(d) => CallError::NoRoute(format!("{}:{}", d.service, d.port)),
+            OutboundError::Denied { .. } => CallError::Refused {
+                reason: "denied",
+                detail: e.to_string(),
+            },
+            OutboundError::Unavailable(u) => CallError::Unavailable {
+                reason: "unavailable",
+                detail: u.to_string(),
+            },
+            OutboundError::Peer(d) => CallError::from(d),
+        }
+    }
+}
+
+impl From<DialError> for CallError {
+    fn from(e: DialError) -> Self {
+        CallError::Unavailable {
+            reason: e.reason(),
+            detail: e.to_string(),
+        }
     }
 }
 

@@ -15,13 +15,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{GatewayConfig, ListenerKind};
-use crate::listener::serve_tcp;
+use crate::config::{CallerMode, GatewayConfig};
+use crate::drain::Drain;
+use crate::listener::{self, tls_acceptor};
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::tunnel::dial::PeerDialer;
 use crate::tunnel::quic::{TunnelError, codes};
 use crate::tunnel::serve::{Inbound, bind_peer_endpoint};
-use crate::upstream::LocalUpstreams;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +41,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("listener {0:?}: http listeners are not served by this build yet")]
-    HttpNotYet(String),
     #[error(transparent)]
     Tunnel(#[from] TunnelError),
 }
@@ -55,6 +54,8 @@ pub struct Running {
     pub listeners: BTreeMap<String, SocketAddr>,
     endpoint: Option<quinn::Endpoint>,
     tasks: Vec<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+    drain: Drain,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StartError> {
@@ -100,36 +101,38 @@ pub fn load_bundles(config: &GatewayConfig) -> Result<BundleSet, StartError> {
     Ok(set)
 }
 
-/// Logs every handshake refusal with its reason and what it refused.
-fn log_refusals() -> RefusalObserver {
-    Arc::new(|e, role| warn!(reason = e.reason(), peer_role = ?role, "handshake refused: {e}"))
+/// Logs and counts every handshake refusal with its reason and what it
+/// refused.
+fn observe_refusals(metrics: Arc<Metrics>) -> RefusalObserver {
+    Arc::new(move |e, role| {
+        metrics
+            .handshake_failures
+            .with_label_values(&[e.reason(), &format!("{role:?}").to_ascii_lowercase()])
+            .inc();
+        warn!(reason = e.reason(), peer_role = ?role, "handshake refused: {e}");
+    })
 }
 
 /// Loads credentials, binds every listener and starts serving.
 pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
     let config = Arc::new(config);
-    if let Some(l) = config
-        .listeners
-        .iter()
-        .find(|l| l.kind == ListenerKind::Http)
-    {
-        return Err(StartError::HttpNotYet(l.name.clone()));
-    }
+    let metrics = Arc::new(Metrics::default());
+    let drain = Drain::new();
     let svid = SvidSource::new(load_svid(&config)?).map_err(|e| StartError::Credentials {
         path: config.credentials.svid_key.clone(),
         detail: e.to_string(),
     })?;
     let bundles = SharedBundles::new(load_bundles(&config)?);
+    let observer = observe_refusals(metrics.clone());
     let mut tasks = Vec::new();
 
     let mut endpoint = None;
     let mut peer_listener = None;
     if let Some(addr) = config.peer_listener {
-        let ep = bind_peer_endpoint(&config, &svid, &bundles, Some(log_refusals()), addr)?;
+        let ep = bind_peer_endpoint(&config, &svid, &bundles, Some(observer.clone()), addr)?;
         peer_listener = ep.local_addr().ok();
-        tasks.push(tokio::spawn(
-            Arc::new(Inbound::new(config.clone())).serve_endpoint(ep.clone()),
-        ));
+        let inbound = Inbound::with_parts(config.clone(), metrics.clone(), drain.clone());
+        tasks.push(tokio::spawn(Arc::new(inbound).serve_endpoint(ep.clone())));
         endpoint = Some(ep);
     }
 
@@ -147,17 +150,31 @@ pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
         &config,
         &svid,
         &bundles,
-        Some(log_refusals()),
+        Some(observer.clone()),
         SocketAddr::new(bind_ip, 0),
     )?;
-    let outbound = Arc::new(Outbound {
-        upstreams: LocalUpstreams::from_config(&config),
-        config: config.clone(),
+    let outbound = Arc::new(Outbound::with_parts(
+        config.clone(),
         dialer,
-    });
+        metrics.clone(),
+        drain.clone(),
+    ));
 
     let mut listeners = BTreeMap::new();
     for l in &config.listeners {
+        let tls = match l.caller {
+            CallerMode::Mtls => Some(
+                tls_acceptor(
+                    l,
+                    &config.trust_domain,
+                    &svid,
+                    &bundles,
+                    Some(observer.clone()),
+                )
+                .map_err(TunnelError::from)?,
+            ),
+            CallerMode::Assigned(_) => None,
+        };
         let socket = TcpListener::bind(l.addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -166,12 +183,12 @@ pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
                 source,
             })?;
         listeners.insert(l.name.clone(), socket.local_addr().unwrap_or(l.addr));
-        let (l, outbound) = (l.clone(), outbound.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = serve_tcp(socket, l, outbound).await {
-                warn!("listener stopped: {e}");
-            }
-        }));
+        tasks.push(tokio::spawn(listener::serve(
+            socket,
+            l.clone(),
+            tls,
+            outbound.clone(),
+        )));
     }
     info!(id = %config.id, peer_listener = ?peer_listener, listeners = ?listeners, "gateway started");
     Ok(Running {
@@ -179,19 +196,33 @@ pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
         listeners,
         endpoint,
         tasks,
+        metrics,
+        drain,
     })
 }
 
 impl Running {
-    /// Stops accepting, tells peers the gateway is draining, and gives open
-    /// streams up to `grace` to finish.
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops accepting connections, streams and requests; lets open calls
+    /// finish for up to `grace`; then closes the peer connections with
+    /// DRAINING.
     pub async fn shutdown(self, grace: Duration) {
+        self.drain.start();
+        if let Some(ep) = &self.endpoint {
+            ep.set_server_config(None);
+        }
+        let open = self.drain.wait(grace).await;
+        if open > 0 {
+            warn!(open, "drain grace period over; closing open calls");
+        }
         for t in &self.tasks {
             t.abort();
         }
         if let Some(ep) = self.endpoint {
-            ep.set_server_config(None);
-            let _ = tokio::time::timeout(grace, ep.wait_idle()).await;
             ep.close(codes::DRAINING, b"draining");
         }
         info!("gateway stopped");

@@ -1,14 +1,21 @@
-//! Local endpoints of a service: round robin over them, with a connect
-//! timeout, moving on to the next endpoint when one does not answer.
+//! Local endpoints of a service: round robin over the healthy ones, with a
+//! connect timeout, moving on to the next endpoint when one does not
+//! answer. An endpoint that refused or timed out a connection is passed
+//! over for [`DOWN_FOR`] (passive health checking); when every endpoint is
+//! down, all are tried anyway.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::config::{Destination, GatewayConfig};
+
+/// How long an endpoint that failed a connection is passed over.
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
 
 /// Why no endpoint of a service could be reached.
 #[derive(Debug, thiserror::Error)]
@@ -20,33 +27,71 @@ pub struct Unavailable {
     pub last: String,
 }
 
+#[derive(Debug)]
+struct Endpoint {
+    addr: SocketAddr,
+    /// Milliseconds after `RoundRobin::epoch` until which it is passed over.
+    down_until_ms: AtomicU64,
+}
+
 /// The endpoints of one local service, taken in turn.
 #[derive(Debug)]
 pub struct RoundRobin {
-    endpoints: Vec<SocketAddr>,
+    endpoints: Vec<Endpoint>,
     next: AtomicUsize,
+    epoch: Instant,
 }
 
 impl RoundRobin {
     pub fn new(endpoints: Vec<SocketAddr>) -> Self {
         Self {
-            endpoints,
+            endpoints: endpoints
+                .into_iter()
+                .map(|addr| Endpoint {
+                    addr,
+                    down_until_ms: AtomicU64::new(0),
+                })
+                .collect(),
             next: AtomicUsize::new(0),
+            epoch: Instant::now(),
         }
     }
 
-    /// Connects to the next endpoint in turn; on failure or timeout tries
-    /// the others once each.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Every endpoint once, starting at the next in turn: the healthy ones
+    /// first, then those marked down.
+    pub fn in_turn(&self) -> Vec<SocketAddr> {
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let (mut up, down): (Vec<_>, Vec<_>) = (0..n)
+            .map(|i| &self.endpoints[(start + i) % n])
+            .partition(|e| e.down_until_ms.load(Ordering::Relaxed) <= now);
+        up.extend(down);
+        up.into_iter().map(|e| e.addr).collect()
+    }
+
+    /// Passes `addr` over for [`DOWN_FOR`].
+    pub fn mark_down(&self, addr: SocketAddr) {
+        let until = self.now_ms().saturating_add(DOWN_FOR.as_millis() as u64);
+        if let Some(e) = self.endpoints.iter().find(|e| e.addr == addr) {
+            e.down_until_ms.store(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Connects to the next healthy endpoint in turn; on failure or timeout
+    /// marks it down and tries the others once each.
     pub async fn connect(
         &self,
         dest: &Destination,
         timeout: Duration,
     ) -> Result<TcpStream, Unavailable> {
-        let n = self.endpoints.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let order = self.in_turn();
         let mut last = String::from("no endpoints");
-        for i in 0..n {
-            let addr = self.endpoints[(start + i) % n];
+        for addr in &order {
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
@@ -55,11 +100,12 @@ impl RoundRobin {
                 Ok(Err(e)) => last = format!("{addr}: {e}"),
                 Err(_) => last = format!("{addr}: no answer within {timeout:?}"),
             }
+            self.mark_down(*addr);
         }
         Err(Unavailable {
             service: dest.service.to_string(),
             port: dest.port,
-            attempts: n,
+            attempts: order.len(),
             last,
         })
     }

@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_gateway::config::GatewayConfig;
-use causeway_gateway::listener::serve_tcp;
+use causeway_gateway::listener;
 use causeway_gateway::outbound::Outbound;
 use causeway_gateway::tunnel::dial::PeerDialer;
 use causeway_gateway::tunnel::serve::{Inbound, bind_peer_endpoint};
-use causeway_gateway::upstream::LocalUpstreams;
 use causeway_trust::testing::TestDomain;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, SharedBundles};
@@ -119,17 +118,13 @@ limits:
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
-    let outbound = Arc::new(Outbound {
-        upstreams: LocalUpstreams::from_config(&config),
-        config: config.clone(),
-        dialer,
-    });
+    let outbound = Arc::new(Outbound::new(config.clone(), dialer));
     let mut addrs = Vec::new();
-    for listener in &config.listeners {
+    for l in &config.listeners {
         // The config names fixed ports; tests take theirs from the OS.
         let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
         addrs.push(socket.local_addr().unwrap());
-        tokio::spawn(serve_tcp(socket, listener.clone(), outbound.clone()));
+        tokio::spawn(listener::serve(socket, l.clone(), None, outbound.clone()));
     }
     (addrs[0], addrs[1])
 }

@@ -34,7 +34,7 @@ fn header() -> impl Strategy<Value = StreamHeader> {
                 tracestate: None,
                 deadline: deadline.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
                 request_id: rid,
-                protocol: if http { Protocol::Http } else { Protocol::Tcp },
+                protocol: if http { Protocol::Http1 } else { Protocol::Tcp },
             },
         )
 }

@@ -130,7 +130,12 @@ pub struct Rule {
 pub struct Limits {
     pub max_header_bytes: usize,
     pub max_streams_per_connection: u32,
+    /// Streams open at once from all connections of one peer trust domain.
+    pub max_streams_per_peer: u32,
     pub connect_timeout: Duration,
+    /// Longest wait for an HTTP response's head (a gRPC `grpc-timeout` or
+    /// the stream header's deadline may shorten it); then 504.
+    pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
 }
@@ -140,7 +145,9 @@ impl Default for Limits {
         Self {
             max_header_bytes: DEFAULT_MAX_HEADER_LEN,
             max_streams_per_connection: 1024,
+            max_streams_per_peer: 4096,
             connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(10),
         }
@@ -355,6 +362,19 @@ impl Validator {
                 Some(n) => n,
                 None => d.max_streams_per_connection,
             },
+            max_streams_per_peer: match l.max_streams_per_peer {
+                Some(0) => {
+                    self.problem("limits.max_streams_per_peer", "must be at least 1");
+                    d.max_streams_per_peer
+                }
+                Some(n) => n,
+                None => d.max_streams_per_peer,
+            },
+            request_timeout: self.duration(
+                "limits.request_timeout",
+                &l.request_timeout,
+                d.request_timeout,
+            ),
             connect_timeout: self.duration(
                 "limits.connect_timeout",
                 &l.connect_timeout,

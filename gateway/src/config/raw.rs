@@ -159,6 +159,10 @@ pub struct RawLimits {
     #[serde(default)]
     pub max_streams_per_connection: Option<u32>,
     #[serde(default)]
+    pub max_streams_per_peer: Option<u32>,
+    #[serde(default)]
+    pub request_timeout: Option<String>,
+    #[serde(default)]
     pub connect_timeout: Option<String>,
     #[serde(default)]
     pub idle_timeout: Option<String>,

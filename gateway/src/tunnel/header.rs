@@ -28,16 +28,18 @@ pub const PREFIX_LEN: usize = 5;
 /// Default largest encoded header accepted.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 8 * 1024;
 
-const MAX_REQUEST_ID_LEN: usize = 128;
-const MAX_TRACESTATE_LEN: usize = 512;
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
+pub(crate) const MAX_TRACESTATE_LEN: usize = 512;
 
 /// What the stream carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// The bytes of one TCP connection.
     Tcp,
-    /// One HTTP exchange.
-    Http,
+    /// One HTTP exchange; the caller and the upstream speak HTTP/1.1.
+    Http1,
+    /// One HTTP exchange; the caller and the upstream speak HTTP/2 (h2c).
+    Http2,
 }
 
 /// A checked stream header.
@@ -183,7 +185,8 @@ impl StreamHeader {
         };
         let protocol = match pb::Protocol::try_from(msg.protocol) {
             Ok(pb::Protocol::Tcp) => Protocol::Tcp,
-            Ok(pb::Protocol::Http) => Protocol::Http,
+            Ok(pb::Protocol::Http) => Protocol::Http1,
+            Ok(pb::Protocol::Http2) => Protocol::Http2,
             _ => {
                 return Err(invalid(
                     "protocol",
@@ -218,7 +221,8 @@ impl StreamHeader {
             request_id: self.request_id.clone(),
             protocol: match self.protocol {
                 Protocol::Tcp => pb::Protocol::Tcp,
-                Protocol::Http => pb::Protocol::Http,
+                Protocol::Http1 => pb::Protocol::Http,
+                Protocol::Http2 => pb::Protocol::Http2,
             } as i32,
         }
     }
@@ -269,7 +273,7 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// Printable ASCII only, so that it can go into logs as it is.
-fn check_text(field: &'static str, s: &str, max: usize) -> Result<(), HeaderError> {
+pub(crate) fn check_text(field: &'static str, s: &str, max: usize) -> Result<(), HeaderError> {
     if s.len() > max {
         return Err(invalid(field, format!("{} bytes; at most {max}", s.len())));
     }
@@ -284,7 +288,7 @@ fn check_text(field: &'static str, s: &str, max: usize) -> Result<(), HeaderErro
 
 /// W3C Trace Context `traceparent`: `vv-<32 hex>-<16 hex>-<2 hex>`, lower
 /// case, IDs not all zero, version not `ff`.
-fn check_traceparent(t: &str) -> Result<(), HeaderError> {
+pub(crate) fn check_traceparent(t: &str) -> Result<(), HeaderError> {
     let bad = || invalid("traceparent", format!("{t:?} is not a W3C traceparent"));
     let parts: Vec<&str> = t.split('-').collect();
     let [version, trace_id, parent_id, flags] = parts.as_slice() else {
@@ -318,7 +322,7 @@ mod tests {
             tracestate: None,
             deadline: Some(UNIX_EPOCH + Duration::from_millis(1_800_000_000_123)),
             request_id: "req-1".into(),
-            protocol: Protocol::Http,
+            protocol: Protocol::Http1,
         }
     }
 

@@ -24,6 +24,8 @@ pub mod codes {
     pub const REFUSED: VarInt = VarInt::from_u32(0x11);
     /// The destination could not be reached.
     pub const UNAVAILABLE: VarInt = VarInt::from_u32(0x12);
+    /// The peer already has as many streams open as it may.
+    pub const OVERLOADED: VarInt = VarInt::from_u32(0x13);
     /// The gateway is shutting down.
     pub const DRAINING: VarInt = VarInt::from_u32(0x20);
 }

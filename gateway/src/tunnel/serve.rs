@@ -5,18 +5,27 @@
 //! accept stream → read header (bounded in size and time) → inbound checks
 //! → connect a local endpoint → copy both ways until both sides close.
 
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_trust::tls::SvidSource;
 use causeway_trust::verify::RefusalObserver;
-use causeway_trust::{Expected, SharedBundles, SpiffeId, SpiffeVerifier};
+use causeway_trust::{Expected, SharedBundles, SpiffeId, SpiffeVerifier, TrustDomain};
+use hyper::service::service_fn;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::GatewayConfig;
-use crate::tunnel::header::{HeaderError, StreamHeader};
+use crate::drain::Drain;
+use crate::http::forward::{CallError, HttpClients};
+use crate::http::tunnel as http_tunnel;
+use crate::metrics::{Direction, Metrics};
+use crate::tunnel::header::{HeaderError, Protocol, StreamHeader};
 use crate::tunnel::inbound::{self, Refusal};
 use crate::tunnel::quic::{TunnelError, codes, quic_server_config};
 use crate::upstream::{LocalUpstreams, Unavailable};
@@ -46,7 +55,13 @@ pub fn bind_peer_endpoint(
 #[derive(Debug)]
 pub struct Inbound {
     pub config: Arc<GatewayConfig>,
-    pub upstreams: LocalUpstreams,
+    pub upstreams: Arc<LocalUpstreams>,
+    pub http: HttpClients,
+    pub metrics: Arc<Metrics>,
+    pub drain: Drain,
+    /// Streams each peer trust domain may have open at once, over all its
+    /// connections.
+    per_peer: BTreeMap<TrustDomain, Arc<Semaphore>>,
 }
 
 /// How one inbound stream ended.
@@ -58,10 +73,16 @@ pub enum StreamError {
     HeaderTimeout(Duration),
     #[error("refused: {0}")]
     Refused(#[from] Refusal),
+    #[error("peer {0} already has its limit of open streams")]
+    Overloaded(TrustDomain),
+    #[error("the gateway is draining")]
+    Draining,
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
     #[error("copy: {0}")]
     Copy(std::io::Error),
+    #[error("http: {0}")]
+    Http(hyper::Error),
 }
 
 impl StreamError {
@@ -71,16 +92,41 @@ impl StreamError {
             Self::Header(h) => h.reason(),
             Self::HeaderTimeout(_) => "header_timeout",
             Self::Refused(r) => r.reason(),
+            Self::Overloaded(_) => "overloaded",
+            Self::Draining => "draining",
             Self::Unavailable(_) => "unavailable",
             Self::Copy(_) => "copy",
+            Self::Http(_) => "http",
         }
     }
 }
 
+fn fail(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: quinn::VarInt) {
+    let _ = send.reset(code);
+    let _ = recv.stop(code);
+}
+
 impl Inbound {
+    /// The inbound side of `config`, with its own metrics and drain.
     pub fn new(config: Arc<GatewayConfig>) -> Self {
-        let upstreams = LocalUpstreams::from_config(&config);
-        Self { config, upstreams }
+        Self::with_parts(config, Arc::default(), Drain::new())
+    }
+
+    pub fn with_parts(config: Arc<GatewayConfig>, metrics: Arc<Metrics>, drain: Drain) -> Self {
+        let limit = usize::try_from(config.limits.max_streams_per_peer).unwrap_or(usize::MAX);
+        let per_peer = config
+            .peers
+            .values()
+            .map(|p| (p.trust_domain.clone(), Arc::new(Semaphore::new(limit))))
+            .collect();
+        Self {
+            upstreams: Arc::new(LocalUpstreams::from_config(&config)),
+            http: HttpClients::new(config.limits.connect_timeout),
+            config,
+            metrics,
+            drain,
+            per_peer,
+        }
     }
 
     /// Accepts peer gateways on a QUIC endpoint until it is closed; each
@@ -108,11 +154,30 @@ impl Inbound {
 
     /// Serves every stream of one peer gateway's connection until it closes.
     pub async fn serve_connection(self: Arc<Self>, conn: quinn::Connection, peer: SpiffeId) {
+        let td = peer.trust_domain();
         info!(peer = %peer, remote = %conn.remote_address(), "peer gateway connected");
-        while let Ok((send, recv)) = conn.accept_bi().await {
+        self.metrics
+            .connections
+            .with_label_values(&["inbound", td.as_str(), "ok"])
+            .inc();
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             let this = self.clone();
             let peer = peer.clone();
+            let permit = match self
+                .per_peer
+                .get(&td)
+                .map(|s| s.clone().try_acquire_owned())
+            {
+                Some(Ok(p)) => p,
+                _ => {
+                    fail(&mut send, &mut recv, codes::OVERLOADED);
+                    warn!(peer = %peer, reason = "overloaded", "inbound stream refused: {}",
+                        StreamError::Overloaded(td.clone()));
+                    continue;
+                }
+            };
             tokio::spawn(async move {
+                let _permit = permit;
                 if let Err(e) = this.serve_stream(send, recv, &peer).await {
                     warn!(peer = %peer, reason = e.reason(), "inbound stream ended: {e}");
                 }
@@ -121,18 +186,21 @@ impl Inbound {
         debug!(peer = %peer, "peer gateway connection closed");
     }
 
-    /// One stream: header, checks, upstream, copy. Resets the stream with
-    /// the matching code on any refusal.
+    /// One stream: header, checks, then the call (TCP bytes or one HTTP
+    /// exchange). Resets the stream with the matching code on any refusal
+    /// of a TCP stream; an HTTP stream gets an HTTP answer.
     pub async fn serve_stream(
-        &self,
+        self: &Arc<Self>,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         peer: &SpiffeId,
     ) -> Result<(), StreamError> {
-        let fail = |send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code| {
-            let _ = send.reset(code);
-            let _ = recv.stop(code);
-        };
+        let started = Instant::now();
+        let peer_td = peer.trust_domain();
+        if self.drain.is_draining() {
+            fail(&mut send, &mut recv, codes::DRAINING);
+            return Err(StreamError::Draining);
+        }
         let header = match tokio::time::timeout(
             HEADER_TIMEOUT,
             StreamHeader::read(&mut recv, self.config.limits.max_header_bytes),
@@ -142,20 +210,56 @@ impl Inbound {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 fail(&mut send, &mut recv, codes::HEADER_INVALID);
+                self.count(&peer_td, "", e.reason(), started);
                 return Err(e.into());
             }
             Err(_) => {
                 fail(&mut send, &mut recv, codes::HEADER_INVALID);
+                self.count(&peer_td, "", "header_timeout", started);
                 return Err(StreamError::HeaderTimeout(HEADER_TIMEOUT));
             }
         };
+        let http = header.protocol != Protocol::Tcp;
         let dest = match inbound::check(&self.config, peer, &header) {
             Ok(d) => d,
             Err(r) => {
-                fail(&mut send, &mut recv, codes::REFUSED);
+                self.count(&peer_td, header.service.as_str(), r.reason(), started);
+                if http {
+                    // The caller gets a 403 naming the reason.
+                    let answer = CallError::Refused {
+                        reason: r.reason(),
+                        detail: r.to_string(),
+                    };
+                    let svc = service_fn(move |_req| {
+                        let resp = answer.response();
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let _ = http_tunnel::serve(tokio::io::join(recv, send), svc).await;
+                } else {
+                    fail(&mut send, &mut recv, codes::REFUSED);
+                }
                 return Err(r.into());
             }
         };
+        debug!(peer = %peer, caller = %header.caller, service = %dest.service, port = dest.port,
+            request_id = %header.request_id, "inbound stream accepted");
+        if http {
+            let this = self.clone();
+            let header = Arc::new(header);
+            let svc = service_fn(move |req| {
+                let (this, header, dest) = (this.clone(), header.clone(), dest.clone());
+                async move {
+                    let td = header.caller.trust_domain();
+                    Ok::<_, Infallible>(this.http_call(&header, &dest, td.as_str(), req).await)
+                }
+            });
+            return http_tunnel::serve(tokio::io::join(recv, send), svc)
+                .await
+                .map_err(StreamError::Http);
+        }
+        let _tracked = self.drain.track();
+        let _open = self.metrics.stream_guard(Direction::Inbound);
+        let service = dest.service.as_str();
         let upstream = match self.upstreams.get(&dest) {
             Some(rr) => rr.connect(&dest, self.config.limits.connect_timeout).await,
             None => Err(Unavailable {
@@ -169,15 +273,32 @@ impl Inbound {
             Ok(s) => s,
             Err(e) => {
                 fail(&mut send, &mut recv, codes::UNAVAILABLE);
+                self.count(&peer_td, service, "unavailable", started);
                 return Err(e.into());
             }
         };
-        debug!(peer = %peer, caller = %header.caller, service = %dest.service, port = dest.port,
-            request_id = %header.request_id, "inbound stream accepted");
         let mut stream = tokio::io::join(recv, send);
-        tokio::io::copy_bidirectional(&mut stream, &mut upstream)
-            .await
-            .map(|_| ())
-            .map_err(StreamError::Copy)
+        let r = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
+        match r {
+            Ok((down, up)) => {
+                self.metrics.bytes(Direction::Inbound, service, down, up);
+                self.count(&peer_td, service, "ok", started);
+                Ok(())
+            }
+            Err(e) => {
+                self.count(&peer_td, service, "reset", started);
+                Err(StreamError::Copy(e))
+            }
+        }
+    }
+
+    fn count(&self, peer_td: &TrustDomain, service: &str, result: &str, started: Instant) {
+        self.metrics.request(
+            Direction::Inbound,
+            service,
+            peer_td.as_str(),
+            result,
+            started.elapsed(),
+        );
     }
 }
