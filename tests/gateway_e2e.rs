@@ -7,79 +7,16 @@
 
 mod support;
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use support::process::Gateway;
 use support::{FRONTEND, ca_init, ca_issue, export, s};
 
 const BATCH: &str = "spiffe://east.acme.example/ns/batch/sa/job";
-
-/// A gateway process, killed when dropped.
-struct Gateway {
-    child: Child,
-    ready: serde_json::Value,
-    log: PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Gateway {
-    /// Starts `causeway gateway --config CONFIG` and waits for its ready line.
-    fn start(config: &Path, log: PathBuf) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["gateway", "--config", s(config), "--drain", "1s"])
-            .env("CAUSEWAY_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut gw = Self {
-            child,
-            ready: serde_json::Value::Null,
-            log,
-        };
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        gw.ready = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!(
-                "no ready line from {}: {:?}\nlog:\n{}",
-                config.display(),
-                line,
-                gw.log_text()
-            )
-        });
-        gw
-    }
-
-    fn addr(&self, pointer: &str) -> SocketAddr {
-        self.ready
-            .pointer(pointer)
-            .and_then(|v| v.as_str())
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 /// A TCP upstream that answers "payments|" and echoes.
 fn payments_upstream() -> SocketAddr {

@@ -10,6 +10,10 @@ use std::process::{Command, ExitStatus};
 
 use tempfile::TempDir;
 
+pub(crate) mod client;
+pub(crate) mod process;
+pub(crate) mod upstreams;
+
 /// The trust domain most tests issue in, and a workload in it.
 pub(crate) const EAST: &str = "east.acme.example";
 pub(crate) const FRONTEND: &str = "spiffe://east.acme.example/ns/shop/sa/frontend";

@@ -6,12 +6,16 @@
 
 use std::error::Error;
 use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::config::Destination;
@@ -29,10 +33,15 @@ pub async fn send(
     remote: &Destination,
     deadline: Instant,
 ) -> Result<Response<Incoming>, CallError> {
+    let stream = Observed {
+        io: stream,
+        cause: Arc::default(),
+    };
+    let cause = stream.cause.clone();
     let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| from_stream_error(&e))?;
+        .map_err(|e| from_stream_error(&e, &cause))?;
     tokio::spawn(async move {
         // Ends once the response is read and the sender dropped.
         let _ = conn.await;
@@ -61,7 +70,56 @@ pub async fn send(
     {
         Err(_) => Err(CallError::Timeout(deadline - started)),
         Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(e)) => Err(from_stream_error(&e)),
+        Ok(Err(e)) => Err(from_stream_error(&e, &cause)),
+    }
+}
+
+/// The tunnel stream under the HTTP/2 client, noting the QUIC cause of the
+/// first failure: the HTTP/2 layer keeps only the text of I/O errors.
+struct Observed {
+    io: StreamIo,
+    cause: Arc<Mutex<Option<QuicCause>>>,
+}
+
+impl Observed {
+    fn note<T>(&self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &r
+            && let Some(c) = from_io(e)
+            && let Ok(mut slot) = self.cause.lock()
+        {
+            slot.get_or_insert(c);
+        }
+        r
+    }
+}
+
+impl AsyncRead for Observed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.note(r)
+    }
+}
+
+impl AsyncWrite for Observed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note(r)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.note(r)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.note(r)
     }
 }
 
@@ -79,23 +137,35 @@ where
         .await
 }
 
-/// What the peer's reset code on the stream means for the caller.
-fn from_stream_error(e: &(dyn Error + 'static)) -> CallError {
+/// What the peer's reset code on the stream, or the loss of the
+/// connection, means for the caller.
+fn from_stream_error(e: &(dyn Error + 'static), seen: &Mutex<Option<QuicCause>>) -> CallError {
     let detail = chain(e);
-    match reset_code(e) {
-        Some(c) if c == codes::REFUSED.into_inner() => CallError::Refused {
+    let cause = seen.lock().ok().and_then(|mut c| c.take());
+    let code = match cause {
+        Some(QuicCause::Reset(c)) => c,
+        Some(QuicCause::ConnectionLost(why)) => {
+            return CallError::Unavailable {
+                reason: "peer_connection_lost",
+                detail: format!("the connection to the peer gateway was lost: {why}"),
+            };
+        }
+        None => return CallError::Upstream(format!("peer stream: {detail}")),
+    };
+    match code {
+        c if c == codes::REFUSED.into_inner() => CallError::Refused {
             reason: "peer_refused",
             detail: format!("the peer gateway refused the call: {detail}"),
         },
-        Some(c) if c == codes::UNAVAILABLE.into_inner() => CallError::Unavailable {
+        c if c == codes::UNAVAILABLE.into_inner() => CallError::Unavailable {
             reason: "peer_unavailable",
             detail,
         },
-        Some(c) if c == codes::DRAINING.into_inner() => CallError::Unavailable {
+        c if c == codes::DRAINING.into_inner() => CallError::Unavailable {
             reason: "peer_draining",
             detail,
         },
-        Some(c) if c == codes::OVERLOADED.into_inner() => CallError::Unavailable {
+        c if c == codes::OVERLOADED.into_inner() => CallError::Unavailable {
             reason: "peer_overloaded",
             detail,
         },
@@ -103,30 +173,28 @@ fn from_stream_error(e: &(dyn Error + 'static)) -> CallError {
     }
 }
 
-/// The QUIC application code the peer reset or stopped the stream with,
-/// wherever it sits in an error's chain.
-fn reset_code(e: &(dyn Error + 'static)) -> Option<u64> {
-    fn from_io(io: &io::Error) -> Option<u64> {
-        let inner = io.get_ref()?;
-        if let Some(quinn::ReadError::Reset(c)) = inner.downcast_ref::<quinn::ReadError>() {
-            return Some(c.into_inner());
+enum QuicCause {
+    /// The peer reset or stopped the stream with this application code.
+    Reset(u64),
+    /// The whole connection went away (a refused handshake, a closed peer).
+    ConnectionLost(String),
+}
+
+/// The QUIC cause of an I/O error on a tunnel stream.
+fn from_io(io: &io::Error) -> Option<QuicCause> {
+    let inner = io.get_ref()?;
+    match inner.downcast_ref::<quinn::ReadError>() {
+        Some(quinn::ReadError::Reset(c)) => return Some(QuicCause::Reset(c.into_inner())),
+        Some(quinn::ReadError::ConnectionLost(l)) => {
+            return Some(QuicCause::ConnectionLost(l.to_string()));
         }
-        if let Some(quinn::WriteError::Stopped(c)) = inner.downcast_ref::<quinn::WriteError>() {
-            return Some(c.into_inner());
-        }
-        None
+        _ => {}
     }
-    let mut cur: Option<&(dyn Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<h2::Error>()
-            && let Some(code) = h.get_io().and_then(from_io)
-        {
-            return Some(code);
+    match inner.downcast_ref::<quinn::WriteError>() {
+        Some(quinn::WriteError::Stopped(c)) => Some(QuicCause::Reset(c.into_inner())),
+        Some(quinn::WriteError::ConnectionLost(l)) => {
+            Some(QuicCause::ConnectionLost(l.to_string()))
         }
-        if let Some(code) = c.downcast_ref::<io::Error>().and_then(from_io) {
-            return Some(code);
-        }
-        cur = c.source();
+        _ => None,
     }
-    None
 }
