@@ -453,3 +453,222 @@ async fn mtls_call(
     let answer = tokio::spawn(send_on(tls, req, false)).await.ok()?;
     Some(answer)
 }
+
+/// West, as a real process, refuses what a genuine east gateway asserts
+/// about a caller outside east's trust domain: an HTTP stream gets a 403
+/// naming the reason, a TCP stream is reset with the REFUSED code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_outside_the_peer_gateways_domain_is_refused() {
+    use causeway_gateway::config::Limits;
+    use causeway_gateway::tunnel::header::{Protocol, StreamHeader};
+    use causeway_gateway::tunnel::quic::{codes, quic_client_config};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let t = support::tmp();
+    let d = t.path();
+    credentials(d);
+    let u = Upstreams {
+        west_http: http_upstream("west-payments").await,
+        west_grpc: grpc_upstream().await,
+        west_tcp: tcp_echo("ledger").await,
+        east_http: http_upstream("east-inventory").await,
+        silent: silent().await,
+        nothing: nothing(),
+    };
+    let west = Gateway::start(&west_config(d, &u), d.join("west.log"));
+
+    // East's real gateway credentials, used by hand.
+    let svid = Svid::from_pem(
+        &fs::read(d.join("east-gw.pem")).unwrap(),
+        &fs::read(d.join("east-gw.key")).unwrap(),
+    )
+    .unwrap();
+    let west_bundle = TrustBundle::parse(
+        causeway_trust::TrustDomain::new("west.globex.example").unwrap(),
+        &fs::read(d.join("west.bundle.json")).unwrap(),
+    )
+    .unwrap();
+    let verifier = SpiffeVerifier::new(
+        SharedBundles::new(BundleSet::from_bundles([west_bundle]).unwrap()),
+        Expected::ids([SpiffeId::workload(WEST_GW).unwrap()]),
+    );
+    let client = quic_client_config(
+        &SvidSource::new(svid).unwrap(),
+        Arc::new(verifier),
+        &Limits::default(),
+    )
+    .unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = endpoint
+        .connect_with(client, west.addr("/peer_listener"), "west")
+        .unwrap()
+        .await
+        .unwrap();
+    let header = |caller: &str, protocol| StreamHeader {
+        service: causeway_gateway::service::ServiceName::new(if protocol == Protocol::Tcp {
+            "ledger"
+        } else {
+            "payments"
+        })
+        .unwrap(),
+        port: if protocol == Protocol::Tcp {
+            5432
+        } else {
+            8080
+        },
+        caller: SpiffeId::workload(caller).unwrap(),
+        traceparent: None,
+        tracestate: None,
+        deadline: None,
+        request_id: "forged".into(),
+        protocol,
+    };
+    let foreign = "spiffe://north.initech.example/ns/x/sa/y";
+
+    // HTTP: a 403 naming the reason.
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&header(foreign, Protocol::Http1).encode())
+        .await
+        .unwrap();
+    let (mut tx, h2) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        TokioIo::new(tokio::io::join(recv, send)),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(h2);
+    let resp = tx
+        .send_request(
+            http::Request::get("http://payments:8080/")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-causeway-refusal"], "foreign_caller");
+
+    // TCP: the stream is reset with REFUSED; the connection carries on.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&header(foreign, Protocol::Tcp).encode())
+        .await
+        .unwrap();
+    send.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 16];
+    match recv.read(&mut buf).await {
+        Err(quinn::ReadError::Reset(code)) => assert_eq!(code, codes::REFUSED),
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&header(FRONTEND, Protocol::Tcp).encode())
+        .await
+        .unwrap();
+    send.write_all(b"hello").await.unwrap();
+    send.finish().unwrap();
+    let got = recv.read_to_end(1024).await.unwrap();
+    assert_eq!(
+        got, b"ledger|hello",
+        "an allowed caller on the same connection"
+    );
+    let log = west.log_text();
+    assert!(
+        log.contains("reason=\"foreign_caller\"") && log.contains(foreign),
+        "{log}"
+    );
+    endpoint.close(0u32.into(), b"done");
+}
+
+/// Load, bounded: 32 callers, each on its own keep-alive connection, call
+/// west's payments through both gateway processes for 10 s. Every call must
+/// come back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_callers_for_ten_seconds_through_two_gateways_without_an_error() {
+    use hyper_util::rt::TokioIo;
+
+    let t = support::tmp();
+    let d = t.path();
+    credentials(d);
+    let u = Upstreams {
+        west_http: http_upstream("west-payments").await,
+        west_grpc: grpc_upstream().await,
+        west_tcp: tcp_echo("ledger").await,
+        east_http: http_upstream("east-inventory").await,
+        silent: silent().await,
+        nothing: nothing(),
+    };
+    let west = Gateway::start(&west_config(d, &u), d.join("west.log"));
+    let east = Gateway::start(
+        &east_config(d, &u, west.addr("/peer_listener")),
+        d.join("east.log"),
+    );
+    let web = east.addr("/listeners/web");
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut callers = Vec::new();
+    for c in 0..32 {
+        callers.push(tokio::spawn(async move {
+            let tcp = TcpStream::connect(web).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let mut i = 0u64;
+            while tokio::time::Instant::now() < until {
+                i += 1;
+                let body = format!("caller {c} call {i}");
+                let req = http::Request::post("/pay")
+                    .header("host", "payments.west")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+                    .unwrap();
+                if let Err(e) = tx.ready().await {
+                    failed.push(format!("connection not reusable: {e}"));
+                    break;
+                }
+                match tx.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let got = http_body_util::BodyExt::collect(resp.into_body())
+                            .await
+                            .map(|b| b.to_bytes());
+                        match got {
+                            Ok(b) if status == 200 && b == body.as_bytes() => ok += 1,
+                            other => failed.push(format!("{status}: {other:?}")),
+                        }
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+                if !failed.is_empty() {
+                    break;
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut total, mut failures) = (0u64, Vec::new());
+    for c in callers {
+        let (ok, failed) = c.await.unwrap();
+        assert!(ok > 0, "every caller got through");
+        total += ok;
+        failures.extend(failed);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed calls after {total} good ones, first: {:?}\neast log tail:\n{}",
+        failures.len(),
+        failures.first(),
+        east.log_text()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    #[allow(
+        clippy::print_stderr,
+        reason = "the figure a reader of the test output wants"
+    )]
+    {
+        eprintln!("32 callers, 10 s, two gateways: {total} calls, 0 errors");
+    }
+}

@@ -58,8 +58,13 @@ struct West {
 
 /// The west gateway's peer listener, served by the product's inbound path.
 async fn start_west(east: &TestDomain, west: &TestDomain) -> West {
+    start_west_with(east, west, "").await
+}
+
+/// The same, with more config (such as limits) appended.
+async fn start_west_with(east: &TestDomain, west: &TestDomain, extra: &str) -> West {
     let upstream = support::payments_upstream().await;
-    let text = west_config(&upstream.to_string());
+    let text = west_config(&upstream.to_string()) + extra;
     let config = Arc::new(GatewayConfig::from_yaml("west.yaml", &text, Path::new("/")).unwrap());
     let refusals = Arc::new(Mutex::new(Vec::new()));
     let seen = refusals.clone();
@@ -317,4 +322,52 @@ async fn handshakes_from_strangers_are_refused_and_observed_with_their_reason() 
         seen,
         vec!["unknown_trust_domain", "unexpected_id", "expired"]
     );
+}
+
+#[tokio::test]
+async fn a_peer_over_its_stream_limit_gets_overloaded_on_new_streams_only() {
+    causeway_trust::tls::install_default_provider();
+    let east = TestDomain::new("east.acme.example");
+    let west = TestDomain::with_intermediate("west.globex.example");
+    let w = start_west_with(&east, &west, "limits: {max_streams_per_peer: 2}\n").await;
+    let bundles = BundleSet::from_bundles([east.bundle(), west.bundle()]).unwrap();
+    let conn = dial(east.svid("/gateway/east-1"), bundles, &west, w.addr)
+        .await
+        .unwrap();
+    // Two streams held open (the upstream echoes until we finish).
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&with_payload(&header(FRONTEND, "payments", 8080), b"hi"))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 11];
+        recv.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"payments|hi", "stream {i}");
+        held.push((send, recv));
+    }
+    let third = call(
+        &conn,
+        &with_payload(&header(FRONTEND, "payments", 8080), b"x"),
+    )
+    .await;
+    assert_eq!(third.unwrap_err(), Some(codes::OVERLOADED));
+    // The held streams still work; once one ends, a new stream gets through.
+    let (mut send, mut recv) = held.remove(0);
+    send.write_all(b"!").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(64).await.unwrap(), b"!");
+    let mut again = Err(None);
+    for _ in 0..50 {
+        again = call(
+            &conn,
+            &with_payload(&header(FRONTEND, "payments", 8080), b"y"),
+        )
+        .await;
+        if again.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(again.unwrap(), b"payments|y");
 }
