@@ -106,6 +106,10 @@ impl Metrics {
             "Credential reload attempts, by kind (svid, bundle) and result",
             &["kind", "result"],
         );
+        // Present from the start, so that rates and alerts have a series.
+        for kind in ["svid", "bundle"] {
+            credential_reloads.with_label_values(&[kind, "ok"]);
+        }
         let bytes = counter(
             "causeway_gateway_bytes_total",
             "Bytes carried, by direction, service and flow",

@@ -251,22 +251,24 @@ impl Credentials {
     /// Starts the reload task, reading the files every `interval` (at least
     /// [`MIN_RELOAD_INTERVAL`]). The task stops when the handle is dropped.
     pub fn spawn(self: &Arc<Self>, interval: Duration) -> ReloadTask {
-        let this = self.clone();
         let interval = interval.max(MIN_RELOAD_INTERVAL);
-        ReloadTask(tokio::spawn(async move { this.run(interval).await }))
-    }
-
-    async fn run(self: Arc<Self>, interval: Duration) {
+        // What is on disk now is taken as settled: the runtime has just
+        // loaded it, so unchanged files are confirmed on the first tick
+        // without a swap, and files that changed since are swapped in then.
         let mut watches = Watches::default();
-        // What is on disk now is taken as settled: the runtime just loaded
-        // it, so an unchanged file is confirmed on the first tick without a
-        // swap.
-        watches.svid.seen = Some(self.read_svid().await.0);
+        watches.svid.seen = Some(self.read_svid().0);
         for (td, path) in &self.config.credentials.bundles {
-            let (hash, _) = read_hashed(&[path]).await;
+            let (hash, _) = read_hashed(&[path]);
             watches.bundles.entry(td.clone()).or_default().seen = Some(hash);
         }
-        let mut ticks = tokio::time::interval(interval);
+        let this = self.clone();
+        ReloadTask(tokio::spawn(
+            async move { this.run(watches, interval).await },
+        ))
+    }
+
+    async fn run(self: Arc<Self>, mut watches: Watches, interval: Duration) {
+        let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut expiry = ExpiryLog::new(&self.svid.svid());
         loop {
@@ -274,20 +276,20 @@ impl Credentials {
                 _ = ticks.tick() => false,
                 () = self.trigger.notified() => true,
             };
-            self.pass(&mut watches, forced).await;
+            self.pass(&mut watches, forced);
             expiry.tick(&self.svid.svid());
         }
     }
 
     /// One pass over every source.
-    async fn pass(&self, watches: &mut Watches, forced: bool) {
-        let (hash, read) = self.read_svid().await;
+    fn pass(&self, watches: &mut Watches, forced: bool) {
+        let (hash, read) = self.read_svid();
         if watches.svid.step(hash, forced) {
             let result = read.and_then(|(cert, key)| self.try_svid(&cert, &key));
             self.settle(SVID_SOURCE, "svid", &mut watches.svid, hash, result);
         }
         for (td, path) in &self.config.credentials.bundles {
-            let (hash, read) = read_hashed(&[path]).await;
+            let (hash, read) = read_hashed(&[path]);
             let watch = watches.bundles.entry(td.clone()).or_default();
             if watch.step(hash, forced) {
                 let result = read.and_then(|mut files| {
@@ -299,9 +301,9 @@ impl Credentials {
         }
     }
 
-    async fn read_svid(&self) -> (u64, Result<(Vec<u8>, Vec<u8>), ReloadError>) {
+    fn read_svid(&self) -> Hashed<(Vec<u8>, Vec<u8>)> {
         let c = &self.config.credentials;
-        let (hash, read) = read_hashed(&[&c.svid_cert, &c.svid_key]).await;
+        let (hash, read) = read_hashed(&[&c.svid_cert, &c.svid_key]);
         let read = read.map(|mut files| {
             let key = files.pop().unwrap_or_default();
             let cert = files.pop().unwrap_or_default();
@@ -501,12 +503,18 @@ struct Watches {
     bundles: BTreeMap<TrustDomain, Watch>,
 }
 
+/// The hash of what was read, and what was read or why it could not be.
+type Hashed<T> = (u64, Result<T, ReloadError>);
+
 /// Reads files whole; the hash covers every file's contents, or the error.
-async fn read_hashed(paths: &[&PathBuf]) -> (u64, Result<Vec<Vec<u8>>, ReloadError>) {
+/// Credential files are a few kilobytes on a local or memory file system
+/// (a Kubernetes secret volume), so they are read in place, not on a
+/// blocking thread.
+fn read_hashed(paths: &[&PathBuf]) -> Hashed<Vec<Vec<u8>>> {
     let mut h = DefaultHasher::new();
     let mut out = Vec::with_capacity(paths.len());
     for path in paths {
-        match tokio::fs::read(path).await {
+        match std::fs::read(path) {
             Ok(bytes) => {
                 bytes.hash(&mut h);
                 out.push(bytes);
