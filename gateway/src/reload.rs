@@ -15,13 +15,22 @@
 //!                                                                                         log, count
 //! ```
 //!
+//! The checks, in order: the PEM parses into an X.509-SVID carrying the
+//! config's ID (the checks of [`crate::runtime::load_svid`], shared with start-up); it is neither
+//! expired nor not yet valid; it chains to the bundle held for our own
+//! trust domain, if the SVID in use does (PEM cannot tell a chain file cut
+//! after its first block from a leaf-only file: this catches it); the key
+//! belongs to the certificate. Bundles: the file parses and every authority
+//! can be a trust anchor.
+//!
 //! Waiting for a change to be stable for one interval keeps a rotation tool
 //! that writes the certificate and then the key (or rewrites a file in
 //! place) from producing a refusal on every rotation; a file that stays
 //! broken is refused, logged with its path and reason, counted in
 //! `causeway_gateway_credential_reloads_total`, and not retried until its
-//! contents change. A certificate that is not yet valid is retried every
-//! tick (clock skew between the CA and this host passes).
+//! contents change. A certificate that is not yet valid, or that does not
+//! chain to our bundle yet, is retried every tick (clock skew passes; the
+//! bundle may be written after the SVID).
 //!
 //! The same task warns about expiry: an SVID within a third of its lifetime
 //! (or ten minutes) of `not_after` is logged at warn, an expired one at
@@ -84,6 +93,16 @@ pub enum ReloadError {
         serial: String,
         not_before: String,
     },
+    /// The new SVID does not chain to the bundle held for our own trust
+    /// domain while the one in use does: a chain file cut short (PEM cannot
+    /// tell a file cut after its first block from a leaf-only file), or an
+    /// SVID from a root the bundle does not hold yet.
+    #[error("{}: SVID {serial} does not chain to the bundle held for our own trust domain ({detail}); the SVID in use does", path.display())]
+    UntrustedChain {
+        path: PathBuf,
+        serial: String,
+        detail: String,
+    },
 }
 
 impl ReloadError {
@@ -96,12 +115,14 @@ impl ReloadError {
             Self::Key { .. } => "key_mismatch",
             Self::Expired { .. } => "expired",
             Self::NotYetValid { .. } => "not_yet_valid",
+            Self::UntrustedChain { .. } => "untrusted_chain",
         }
     }
 
-    /// Whether the same contents may be accepted later (time passes).
+    /// Whether the same contents may be accepted later: time passes, and a
+    /// bundle holding the new root may arrive after the SVID.
     fn retry_same_contents(&self) -> bool {
-        matches!(self, Self::NotYetValid { .. })
+        matches!(self, Self::NotYetValid { .. } | Self::UntrustedChain { .. })
     }
 }
 
@@ -383,6 +404,17 @@ impl Credentials {
             }
             Expiry::Valid | Expiry::Expiring { .. } => {}
         }
+        // Never trade an SVID that chains to our own bundle for one that
+        // does not; if neither does, the new one is no worse.
+        if let Err(e) = self.own_chain(&new)
+            && self.own_chain(&current).is_ok()
+        {
+            return Err(ReloadError::UntrustedChain {
+                path: c.svid_cert.clone(),
+                serial: info.serial,
+                detail: e.to_string(),
+            });
+        }
         // `replace` checks that the key belongs to the certificate before
         // it stores anything: a mismatched pair leaves the old SVID in use.
         self.svid
@@ -429,21 +461,26 @@ impl Credentials {
         Ok(Swap::Swapped)
     }
 
+    /// Whether an SVID verifies, chain and validity, against the bundle
+    /// held for our own trust domain, as a peer holding it would check.
+    fn own_chain(&self, svid: &Svid) -> Result<(), VerifyError> {
+        let (leaf, rest) = svid
+            .chain()
+            .split_first()
+            .ok_or(VerifyError::NoCertificate)?;
+        let expected = Expected::ids([self.config.id.clone()]);
+        self.bundles
+            .load()
+            .verify(leaf, rest, UnixTime::now(), PeerRole::Client, &expected)
+            .map(|_| ())
+    }
+
     /// Warns when the SVID in use does not chain to the bundle held for our
     /// own trust domain: peers holding the same bundle would refuse it (a
     /// root rotation done out of order).
     fn check_own_chain(&self) {
         let svid = self.svid.svid();
-        let Some((leaf, rest)) = svid.chain().split_first() else {
-            return;
-        };
-        let expected = Expected::ids([self.config.id.clone()]);
-        let now = UnixTime::now();
-        if let Err(e @ VerifyError::UntrustedChain { .. }) =
-            self.bundles
-                .load()
-                .verify(leaf, rest, now, PeerRole::Client, &expected)
-        {
+        if let Err(e @ VerifyError::UntrustedChain { .. }) = self.own_chain(&svid) {
             warn!(serial = %svid.info().serial, trust_domain = %self.config.trust_domain,
                 "the SVID in use does not chain to the bundle held for our own trust domain; \
                  peers holding that bundle will refuse it: {e}");

@@ -158,6 +158,40 @@ async fn reload_swaps_good_credentials_and_keeps_the_last_good_on_bad_files() {
 }
 
 #[tokio::test]
+async fn a_chain_cut_after_the_leaf_is_refused_until_it_is_whole() {
+    causeway_trust::tls::install_default_provider();
+    // East signs with an intermediate: its SVID files hold leaf + intermediate.
+    let east = TestDomain::with_intermediate("east.acme.example");
+    let west = TestDomain::new("west.globex.example");
+    let first = east.svid(EAST_GW);
+    let gw = Gateway::start(&east, &west, &first, Duration::from_millis(50)).await;
+    let probe_west = || probe(gw.peer, &east, west.svid(WEST_GW), west_view(&east, &west));
+
+    // The new key, and a certificate file holding only the leaf (a writer
+    // stopped after the first PEM block): it parses and matches the key,
+    // but peers could not build its chain.
+    let next = east.svid(EAST_GW);
+    let (cert, key) = svid_pem(&next);
+    let leaf_only = causeway_trust::pem::encode_certificates(&next.chain()[..1]);
+    live::replace_file(&gw.key, key.as_bytes());
+    live::replace_file(&gw.cert, leaf_only.as_bytes());
+    let d = wait_for(gw.admin, "the leaf-only chain refused", |d| {
+        svid_result(d) == "untrusted_chain"
+    })
+    .await;
+    assert_eq!(serial(&d), first.info().serial);
+    assert_eq!(probe_west().await.unwrap(), first.info().serial);
+
+    // The whole chain: taken, and presented.
+    live::replace_file(&gw.cert, cert.as_bytes());
+    wait_for(gw.admin, "the new serial", |d| {
+        serial(d) == next.info().serial
+    })
+    .await;
+    assert_eq!(probe_west().await.unwrap(), next.info().serial);
+}
+
+#[tokio::test]
 async fn reload_now_reads_the_files_without_waiting_for_the_interval() {
     causeway_trust::tls::install_default_provider();
     let east = TestDomain::new("east.acme.example");
