@@ -5,9 +5,13 @@
 //! listener, checks them, and carries them to local endpoints or to a peer
 //! gateway.
 //!
+//! - [`admin`]: the admin listener: /metrics, /healthz, /readyz, /config_dump;
 //! - [`config`]: the validated config model, from YAML or the control plane;
 //! - [`listener`]: local TCP listeners (HTTP listeners come next);
+//! - [`metrics`]: every metric, in a registry passed in;
 //! - [`outbound`]: routing a local caller to a local or imported service;
+//! - [`reload`]: the owner of the live SVID and bundles: file reload, expiry
+//!   warnings;
 //! - [`runtime`]: a running gateway: credentials, listeners, tasks, drain;
 //! - [`service`]: service names, as configs and stream headers carry them;
 //! - [`tunnel`]: the stream header that opens every proxied stream between
@@ -15,12 +19,14 @@
 //!   checks and the inbound stream server;
 //! - [`upstream`]: local endpoints, round robin with a connect timeout.
 
+pub mod admin;
 pub mod config;
 pub mod drain;
 pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
+pub mod reload;
 pub mod runtime;
 pub mod service;
 pub mod tunnel;

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use causeway_trust::PeerRole;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -53,8 +54,12 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// Seconds until this gateway's SVID expires (negative once expired).
     pub svid_expiry_seconds: IntGauge,
-    /// The sequence of the bundle held per trust domain.
+    /// The sequence of the bundle held per trust domain (0 when the bundle
+    /// carries none, as PEM bundles do).
     pub bundle_sequence: IntGaugeVec,
+    /// Credential reload attempts, by kind (`svid`, `bundle`) and result
+    /// (`ok` or a refusal reason from [`crate::reload::ReloadError::reason`]).
+    pub credential_reloads: IntCounterVec,
     svid_not_after: AtomicI64,
 }
 
@@ -96,6 +101,15 @@ impl Metrics {
             "TLS handshakes refused, by reason and the refused side's role",
             &["reason", "role"],
         );
+        let credential_reloads = counter(
+            "causeway_gateway_credential_reloads_total",
+            "Credential reload attempts, by kind (svid, bundle) and result",
+            &["kind", "result"],
+        );
+        // Present from the start, so that rates and alerts have a series.
+        for kind in ["svid", "bundle"] {
+            credential_reloads.with_label_values(&[kind, "ok"]);
+        }
         let bytes = counter(
             "causeway_gateway_bytes_total",
             "Bytes carried, by direction, service and flow",
@@ -141,6 +155,7 @@ impl Metrics {
             duration,
             svid_expiry_seconds,
             bundle_sequence,
+            credential_reloads,
             svid_not_after: AtomicI64::new(0),
         }
     }
@@ -190,6 +205,34 @@ impl Metrics {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         self.svid_not_after.store(secs, Ordering::Relaxed);
+    }
+
+    /// Records the sequence of the bundle held for a trust domain (0 when
+    /// the bundle has none).
+    pub fn set_bundle_sequence(&self, trust_domain: &str, sequence: Option<u64>) {
+        let v = sequence.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        self.bundle_sequence
+            .with_label_values(&[trust_domain])
+            .set(v);
+    }
+
+    /// Counts one credential reload attempt; `result` is `ok` or a reason
+    /// label from a closed set.
+    pub fn credential_reload(&self, kind: &str, result: &str) {
+        self.credential_reloads
+            .with_label_values(&[kind, result])
+            .inc();
+    }
+
+    /// Counts one refused TLS handshake; `role` is the refused side's.
+    pub fn handshake_failure(&self, reason: &str, role: PeerRole) {
+        let role = match role {
+            PeerRole::Client => "client",
+            PeerRole::Server => "server",
+        };
+        self.handshake_failures
+            .with_label_values(&[reason, role])
+            .inc();
     }
 
     /// The text exposition of every metric, with the SVID countdown taken

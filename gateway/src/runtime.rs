@@ -10,16 +10,18 @@ use std::time::Duration;
 
 use causeway_trust::tls::SvidSource;
 use causeway_trust::verify::RefusalObserver;
-use causeway_trust::{BundleSet, SharedBundles, Svid, TrustBundle};
+use causeway_trust::{BundleSet, SharedBundles, Svid, TrustBundle, TrustDomain};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admin::{AdminServer, AdminState};
 use crate::config::{CallerMode, GatewayConfig};
 use crate::drain::Drain;
 use crate::listener::{self, tls_acceptor};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
+use crate::reload::{Credentials, DEFAULT_RELOAD_INTERVAL, ReloadTask};
 use crate::tunnel::dial::PeerDialer;
 use crate::tunnel::quic::{TunnelError, codes};
 use crate::tunnel::serve::{Inbound, bind_peer_endpoint};
@@ -52,10 +54,41 @@ pub struct Running {
     pub peer_listener: Option<SocketAddr>,
     /// Each local listener's bound address, by name.
     pub listeners: BTreeMap<String, SocketAddr>,
+    /// Where the admin listener answers, if configured.
+    pub admin: Option<SocketAddr>,
     endpoint: Option<quinn::Endpoint>,
     tasks: Vec<JoinHandle<()>>,
-    metrics: Arc<Metrics>,
     drain: Drain,
+    control: Control,
+}
+
+/// The admin listener, the credential reload task and what they share.
+/// Dropping it stops both.
+#[derive(Debug)]
+struct Control {
+    metrics: Arc<Metrics>,
+    credentials: Arc<Credentials>,
+    admin_state: Arc<AdminState>,
+    _admin: Option<AdminServer>,
+    _reload: ReloadTask,
+}
+
+/// How a gateway runs, beyond its config.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Where the gateway's metrics are registered (no global registry).
+    pub registry: prometheus::Registry,
+    /// How often the credential files are read for changes.
+    pub reload_interval: Duration,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            registry: prometheus::Registry::new(),
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StartError> {
@@ -68,11 +101,20 @@ fn read(path: &Path) -> Result<Vec<u8>, StartError> {
 /// The SVID named by the config, checked to carry the config's ID.
 pub fn load_svid(config: &GatewayConfig) -> Result<Svid, StartError> {
     let c = &config.credentials;
-    let svid = Svid::from_pem(&read(&c.svid_cert)?, &read(&c.svid_key)?).map_err(|e| {
-        StartError::Credentials {
-            path: c.svid_cert.clone(),
-            detail: e.to_string(),
-        }
+    svid_from_pem(config, &read(&c.svid_cert)?, &read(&c.svid_key)?)
+}
+
+/// An SVID from the contents of the config's cert and key files, checked to
+/// carry the config's ID. Errors name the config's cert file.
+pub fn svid_from_pem(
+    config: &GatewayConfig,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Svid, StartError> {
+    let c = &config.credentials;
+    let svid = Svid::from_pem(cert_pem, key_pem).map_err(|e| StartError::Credentials {
+        path: c.svid_cert.clone(),
+        detail: e.to_string(),
     })?;
     if *svid.spiffe_id() != config.id {
         return Err(StartError::WrongIdentity {
@@ -88,42 +130,86 @@ pub fn load_svid(config: &GatewayConfig) -> Result<Svid, StartError> {
 pub fn load_bundles(config: &GatewayConfig) -> Result<BundleSet, StartError> {
     let mut set = BundleSet::new();
     for (td, path) in &config.credentials.bundles {
-        let bundle =
-            TrustBundle::parse(td.clone(), &read(path)?).map_err(|e| StartError::Credentials {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
-        set.insert(bundle).map_err(|e| StartError::Credentials {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+        insert_bundle(&mut set, bundle_from_file(td, path, &read(path)?)?, path)?;
     }
     Ok(set)
 }
 
+/// A trust domain's bundle from the contents of `path` (SPIFFE JSON or PEM).
+pub fn bundle_from_file(
+    td: &TrustDomain,
+    path: &Path,
+    text: &[u8],
+) -> Result<TrustBundle, StartError> {
+    TrustBundle::parse(td.clone(), text).map_err(|e| StartError::Credentials {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Adds or replaces a bundle in `set`, refusing authorities that cannot be
+/// trust anchors; errors name `path`.
+pub fn insert_bundle(
+    set: &mut BundleSet,
+    bundle: TrustBundle,
+    path: &Path,
+) -> Result<(), StartError> {
+    set.insert(bundle).map_err(|e| StartError::Credentials {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
 /// Logs and counts every handshake refusal with its reason and what it
 /// refused.
-fn observe_refusals(metrics: Arc<Metrics>) -> RefusalObserver {
+fn log_refusals(metrics: &Arc<Metrics>) -> RefusalObserver {
+    let metrics = metrics.clone();
     Arc::new(move |e, role| {
-        metrics
-            .handshake_failures
-            .with_label_values(&[e.reason(), &format!("{role:?}").to_ascii_lowercase()])
-            .inc();
+        metrics.handshake_failure(e.reason(), role);
         warn!(reason = e.reason(), peer_role = ?role, "handshake refused: {e}");
     })
 }
 
-/// Loads credentials, binds every listener and starts serving.
+/// Loads credentials, binds every listener and starts serving, with the
+/// default [`StartOptions`].
 pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// Loads credentials, binds every listener and starts serving.
+pub async fn start_with(
+    config: GatewayConfig,
+    options: StartOptions,
+) -> Result<Running, StartError> {
     let config = Arc::new(config);
-    let metrics = Arc::new(Metrics::default());
     let drain = Drain::new();
     let svid = SvidSource::new(load_svid(&config)?).map_err(|e| StartError::Credentials {
         path: config.credentials.svid_key.clone(),
         detail: e.to_string(),
     })?;
     let bundles = SharedBundles::new(load_bundles(&config)?);
-    let observer = observe_refusals(metrics.clone());
+    let metrics = Arc::new(Metrics::new(options.registry));
+    // From here the credentials have one owner: the reload task.
+    let credentials = Credentials::new(
+        config.clone(),
+        svid.clone(),
+        bundles.clone(),
+        metrics.clone(),
+    );
+    let admin_state = AdminState::new(config.clone(), metrics.clone(), credentials.clone());
+    let admin = match config.admin {
+        Some(addr) => Some(
+            AdminServer::start(addr, admin_state.clone())
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "the admin listener".into(),
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let observer = log_refusals(&metrics);
     let mut tasks = Vec::new();
 
     let mut endpoint = None;
@@ -190,27 +276,50 @@ pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
             outbound.clone(),
         )));
     }
-    info!(id = %config.id, peer_listener = ?peer_listener, listeners = ?listeners, "gateway started");
+    let reload = credentials.spawn(options.reload_interval);
+    admin_state.set_ready(peer_listener, &listeners);
+    let admin_addr = admin.as_ref().map(AdminServer::local_addr);
+    info!(id = %config.id, peer_listener = ?peer_listener, listeners = ?listeners,
+        admin = ?admin_addr, "gateway started");
     Ok(Running {
         peer_listener,
         listeners,
+        admin: admin_addr,
         endpoint,
         tasks,
-        metrics,
         drain,
+        control: Control {
+            metrics,
+            credentials,
+            admin_state,
+            _admin: admin,
+            _reload: reload,
+        },
     })
 }
 
 impl Running {
     /// The gateway's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.control.metrics
     }
 
-    /// Stops accepting connections, streams and requests; lets open calls
-    /// finish for up to `grace`; then closes the peer connections with
-    /// DRAINING.
+    /// The live credentials (the SVID and bundles in use).
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.control.credentials
+    }
+
+    /// Reads the credential files now instead of at the next tick (SIGHUP).
+    pub fn reload_now(&self) {
+        self.control.credentials.reload_now();
+    }
+
+    /// Answers not ready on /readyz; stops accepting connections, streams
+    /// and requests; lets open calls finish for up to `grace`; then closes
+    /// the peer connections with DRAINING. The admin listener answers until
+    /// the end.
     pub async fn shutdown(self, grace: Duration) {
+        self.control.admin_state.set_draining();
         self.drain.start();
         if let Some(ep) = &self.endpoint {
             ep.set_server_config(None);

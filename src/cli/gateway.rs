@@ -1,7 +1,8 @@
 //! `causeway gateway --config FILE`: run one gateway until SIGTERM or Ctrl-C.
 //!
 //! Once every listener is bound it prints one JSON line on stdout with the
-//! bound addresses (useful with port 0), then logs on stderr.
+//! bound addresses (useful with port 0), then logs on stderr. SIGHUP reads
+//! the credential files at once instead of at the next poll.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use causeway_gateway::config::GatewayConfig;
+use causeway_gateway::runtime::StartOptions;
 use clap::Args;
 
 use super::{parse_duration, say};
@@ -21,31 +23,46 @@ pub(crate) struct GatewayArgs {
     /// How long open streams may take to finish after SIGTERM.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain: Duration,
+    /// How often the SVID and bundle files are read for changes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    reload_interval: Duration,
 }
 
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let config = GatewayConfig::load(&args.config)?;
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
     rt.block_on(async move {
-        let running = causeway_gateway::runtime::start(config).await?;
+        let options = StartOptions {
+            reload_interval: args.reload_interval,
+            ..StartOptions::default()
+        };
+        let running = causeway_gateway::runtime::start_with(config, options).await?;
         let ready = serde_json::json!({
             "event": "ready",
             "peer_listener": running.peer_listener.map(|a| a.to_string()),
+            "admin": running.admin.map(|a| a.to_string()),
             "listeners": running.listeners.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
         });
         say!("{ready}");
-        wait_for_signal().await?;
+        wait_for_signal(|| running.reload_now()).await?;
         running.shutdown(args.drain).await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or Ctrl-C; calls `reload` on every SIGHUP meanwhile.
+async fn wait_for_signal(reload: impl Fn()) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r.context("Ctrl-C handler")?,
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            r = tokio::signal::ctrl_c() => return r.context("Ctrl-C handler"),
+            Some(()) = hup.recv() => {
+                tracing::info!("SIGHUP: reading the credential files now");
+                reload();
+            }
+        }
     }
-    Ok(())
 }

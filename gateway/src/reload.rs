@@ -1,0 +1,636 @@
+//! Credential reload: once a gateway runs, the task started here is the one
+//! owner of its SVID and bundles. It watches the files the config names,
+//! and when one changes it loads and checks the new contents *before*
+//! swapping them into the [`SvidSource`] and [`SharedBundles`] that the
+//! peer listener and the dialer read at every handshake. Established
+//! connections are never touched.
+//!
+//! ```text
+//! every interval (or on reload_now, e.g. SIGHUP):
+//!   read file(s) ─► content hash ─┬─ same as in use ────────────► nothing
+//!                                 ├─ same as a refused one ─────► nothing (until it changes)
+//!                                 ├─ differs from last tick ────► wait a tick (a writer may be busy)
+//!                                 └─ stable for one interval ───► parse + check ─┬─ ok ─► swap, log, count
+//!                                                                               └─ bad ─► keep the last good,
+//!                                                                                         log, count
+//! ```
+//!
+//! The checks, in order: the PEM parses into an X.509-SVID carrying the
+//! config's ID (the checks of [`crate::runtime::load_svid`], shared with start-up); it is neither
+//! expired nor not yet valid; it chains to the bundle held for our own
+//! trust domain, if the SVID in use does (PEM cannot tell a chain file cut
+//! after its first block from a leaf-only file: this catches it); the key
+//! belongs to the certificate. Bundles: the file parses and every authority
+//! can be a trust anchor.
+//!
+//! Waiting for a change to be stable for one interval keeps a rotation tool
+//! that writes the certificate and then the key (or rewrites a file in
+//! place) from producing a refusal on every rotation; a file that stays
+//! broken is refused, logged with its path and reason, counted in
+//! `causeway_gateway_credential_reloads_total`, and not retried until its
+//! contents change. A certificate that is not yet valid, or that does not
+//! chain to our bundle yet, is retried every tick (clock skew passes; the
+//! bundle may be written after the SVID).
+//!
+//! The same task warns about expiry: an SVID within a third of its lifetime
+//! (or ten minutes) of `not_after` is logged at warn, an expired one at
+//! error, at start, at every swap and then every [`EXPIRY_LOG_EVERY`].
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use causeway_trust::tls::{SvidSource, TlsError};
+use causeway_trust::{
+    BundleSet, Expected, PeerRole, SharedBundles, Svid, TrustDomain, VerifyError,
+};
+use rustls_pki_types::UnixTime;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{error, info, warn};
+
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::runtime::{StartError, bundle_from_file, insert_bundle, svid_from_pem};
+
+/// How often the credential files are read when nothing else is said.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest interval accepted; shorter ones are raised to it.
+pub const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
+/// How often a standing expiry warning or error is repeated.
+pub const EXPIRY_LOG_EVERY: Duration = Duration::from_secs(60);
+/// An SVID closer than this to its expiry is always warned about.
+pub const EXPIRY_WARN_FLOOR: Duration = Duration::from_secs(600);
+
+/// Why new credential files were not taken. The SVID or bundle in use
+/// stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("cannot read {}: {detail}", path.display())]
+    Unreadable { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Invalid(StartError),
+    #[error("{}: the private key in {} cannot be used with certificate {serial}: {detail}", cert.display(), key.display())]
+    Key {
+        cert: PathBuf,
+        key: PathBuf,
+        serial: String,
+        /// The TLS stack's reason, such as a key that does not match.
+        detail: String,
+    },
+    #[error("{}: SVID {serial} expired at {not_after}", path.display())]
+    Expired {
+        path: PathBuf,
+        serial: String,
+        not_after: String,
+    },
+    #[error("{}: SVID {serial} is not valid before {not_before}", path.display())]
+    NotYetValid {
+        path: PathBuf,
+        serial: String,
+        not_before: String,
+    },
+    /// The new SVID does not chain to the bundle held for our own trust
+    /// domain while the one in use does: a chain file cut short (PEM cannot
+    /// tell a file cut after its first block from a leaf-only file), or an
+    /// SVID from a root the bundle does not hold yet.
+    #[error("{}: SVID {serial} does not chain to the bundle held for our own trust domain ({detail}); the SVID in use does", path.display())]
+    UntrustedChain {
+        path: PathBuf,
+        serial: String,
+        detail: String,
+    },
+}
+
+impl ReloadError {
+    /// A short, closed-set label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unreadable { .. } => "unreadable",
+            Self::Invalid(StartError::WrongIdentity { .. }) => "wrong_identity",
+            Self::Invalid(_) => "invalid",
+            Self::Key { .. } => "key_mismatch",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::UntrustedChain { .. } => "untrusted_chain",
+        }
+    }
+
+    /// Whether the same contents may be accepted later: time passes, and a
+    /// bundle holding the new root may arrive after the SVID.
+    fn retry_same_contents(&self) -> bool {
+        matches!(self, Self::NotYetValid { .. } | Self::UntrustedChain { .. })
+    }
+}
+
+/// Where an SVID stands against the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Valid,
+    /// Within a third of its lifetime, or [`EXPIRY_WARN_FLOOR`], of expiry.
+    Expiring {
+        remaining_secs: i64,
+    },
+    Expired,
+    NotYetValid,
+}
+
+impl Expiry {
+    /// Classifies a validity period (Unix seconds) at `now`, with the
+    /// verifier's bounds: valid through `not_after` inclusive.
+    pub fn at(not_before: i64, not_after: i64, now: i64) -> Self {
+        if now > not_after {
+            return Self::Expired;
+        }
+        if now < not_before {
+            return Self::NotYetValid;
+        }
+        let lifetime = not_after.saturating_sub(not_before);
+        let floor = i64::try_from(EXPIRY_WARN_FLOOR.as_secs()).unwrap_or(i64::MAX);
+        let remaining_secs = not_after - now;
+        if remaining_secs <= (lifetime / 3).max(floor) {
+            Self::Expiring { remaining_secs }
+        } else {
+            Self::Valid
+        }
+    }
+
+    /// A label for the config dump.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Expiring { .. } => "expiring",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// RFC 3339 text for Unix seconds (the number itself when out of range).
+pub fn rfc3339(unix: i64) -> String {
+    let t = match u64::try_from(unix) {
+        Ok(s) => UNIX_EPOCH.checked_add(Duration::from_secs(s)),
+        Err(_) => UNIX_EPOCH.checked_sub(Duration::from_secs(unix.unsigned_abs())),
+    };
+    match t {
+        Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
+        None => unix.to_string(),
+    }
+}
+
+/// The last reload outcome of one watched source, for the config dump.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// `ok` or a [`ReloadError::reason`]; empty until the first check.
+    pub last_result: &'static str,
+    /// What was wrong with the files on disk, while it is wrong.
+    pub last_error: Option<String>,
+    /// When the SVID or bundle in use was last swapped by a reload.
+    pub last_swap_unix: Option<i64>,
+}
+
+/// The key of the SVID's status entry; bundles use their trust domain.
+pub const SVID_SOURCE: &str = "svid";
+
+/// The gateway's live credentials and what the reload task last found.
+/// Readers (the admin listener) read; only the reload task writes.
+#[derive(Debug)]
+pub struct Credentials {
+    config: Arc<GatewayConfig>,
+    svid: SvidSource,
+    bundles: SharedBundles,
+    metrics: Arc<Metrics>,
+    status: Mutex<BTreeMap<String, SourceStatus>>,
+    trigger: Notify,
+}
+
+impl Credentials {
+    /// Takes over the credentials the runtime loaded at start: records their
+    /// metrics and logs the SVID's expiry state.
+    pub fn new(
+        config: Arc<GatewayConfig>,
+        svid: SvidSource,
+        bundles: SharedBundles,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let this = Self {
+            config,
+            svid,
+            bundles,
+            metrics,
+            status: Mutex::new(BTreeMap::new()),
+            trigger: Notify::new(),
+        };
+        let current = this.svid.svid();
+        this.metrics
+            .set_svid_expiry(system_time(current.info().not_after));
+        for b in this.bundles.load().bundles() {
+            this.metrics
+                .set_bundle_sequence(b.trust_domain().as_str(), b.sequence());
+        }
+        log_expiry(&current, unix_now());
+        this.check_own_chain();
+        Arc::new(this)
+    }
+
+    /// The SVID in use.
+    pub fn svid(&self) -> Arc<Svid> {
+        self.svid.svid()
+    }
+
+    /// The bundles in use.
+    pub fn bundles(&self) -> Arc<BundleSet> {
+        self.bundles.load()
+    }
+
+    /// The last reload outcome per source (`svid`, then trust domains).
+    pub fn status(&self) -> BTreeMap<String, SourceStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Asks the reload task to read every file now, without waiting for a
+    /// change to settle (for SIGHUP: the operator says the files are
+    /// ready).
+    pub fn reload_now(&self) {
+        self.trigger.notify_one();
+    }
+
+    /// Starts the reload task, reading the files every `interval` (at least
+    /// [`MIN_RELOAD_INTERVAL`]). The task stops when the handle is dropped.
+    pub fn spawn(self: &Arc<Self>, interval: Duration) -> ReloadTask {
+        let interval = interval.max(MIN_RELOAD_INTERVAL);
+        // What is on disk now is taken as settled: the runtime has just
+        // loaded it, so unchanged files are confirmed on the first tick
+        // without a swap, and files that changed since are swapped in then.
+        let mut watches = Watches::default();
+        watches.svid.seen = Some(self.read_svid().0);
+        for (td, path) in &self.config.credentials.bundles {
+            let (hash, _) = read_hashed(&[path]);
+            watches.bundles.entry(td.clone()).or_default().seen = Some(hash);
+        }
+        let this = self.clone();
+        ReloadTask(tokio::spawn(
+            async move { this.run(watches, interval).await },
+        ))
+    }
+
+    async fn run(self: Arc<Self>, mut watches: Watches, interval: Duration) {
+        let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut expiry = ExpiryLog::new(&self.svid.svid());
+        loop {
+            let forced = tokio::select! {
+                _ = ticks.tick() => false,
+                () = self.trigger.notified() => true,
+            };
+            self.pass(&mut watches, forced);
+            expiry.tick(&self.svid.svid());
+        }
+    }
+
+    /// One pass over every source.
+    fn pass(&self, watches: &mut Watches, forced: bool) {
+        let (hash, read) = self.read_svid();
+        if watches.svid.step(hash, forced) {
+            let result = read.and_then(|(cert, key)| self.try_svid(&cert, &key));
+            self.settle(SVID_SOURCE, "svid", &mut watches.svid, hash, result);
+        }
+        for (td, path) in &self.config.credentials.bundles {
+            let (hash, read) = read_hashed(&[path]);
+            let watch = watches.bundles.entry(td.clone()).or_default();
+            if watch.step(hash, forced) {
+                let result = read.and_then(|mut files| {
+                    let text = files.pop().unwrap_or_default();
+                    self.try_bundle(td, path, &text)
+                });
+                self.settle(td.as_str(), "bundle", watch, hash, result);
+            }
+        }
+    }
+
+    fn read_svid(&self) -> Hashed<(Vec<u8>, Vec<u8>)> {
+        let c = &self.config.credentials;
+        let (hash, read) = read_hashed(&[&c.svid_cert, &c.svid_key]);
+        let read = read.map(|mut files| {
+            let key = files.pop().unwrap_or_default();
+            let cert = files.pop().unwrap_or_default();
+            (cert, key)
+        });
+        (hash, read)
+    }
+
+    /// Records the outcome of one attempt: status, metric, log.
+    fn settle(
+        &self,
+        source: &str,
+        kind: &'static str,
+        watch: &mut Watch,
+        hash: u64,
+        result: Result<Swap, ReloadError>,
+    ) {
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = status.entry(source.to_owned()).or_default();
+        match result {
+            Ok(swap) => {
+                watch.applied = Some(hash);
+                watch.refused = None;
+                watch.logged = None;
+                entry.last_result = "ok";
+                entry.last_error = None;
+                if swap == Swap::Swapped {
+                    entry.last_swap_unix = Some(unix_now());
+                    self.metrics.credential_reload(kind, "ok");
+                }
+            }
+            Err(e) => {
+                if !e.retry_same_contents() {
+                    watch.refused = Some(hash);
+                }
+                let text = e.to_string();
+                entry.last_result = e.reason();
+                entry.last_error = Some(text.clone());
+                // Once per contents and reason, not once per tick.
+                if watch.logged != Some((hash, e.reason())) {
+                    watch.logged = Some((hash, e.reason()));
+                    self.metrics.credential_reload(kind, e.reason());
+                    error!(
+                        kind,
+                        source,
+                        reason = e.reason(),
+                        "credential reload refused, keeping the {kind} in use: {text}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn try_svid(&self, cert: &[u8], key: &[u8]) -> Result<Swap, ReloadError> {
+        let c = &self.config.credentials;
+        let new = svid_from_pem(&self.config, cert, key).map_err(ReloadError::Invalid)?;
+        let current = self.svid.svid();
+        if same_svid(&new, &current) {
+            return Ok(Swap::Unchanged);
+        }
+        let info = new.info().clone();
+        let now = unix_now();
+        match Expiry::at(info.not_before, info.not_after, now) {
+            Expiry::Expired => {
+                return Err(ReloadError::Expired {
+                    path: c.svid_cert.clone(),
+                    serial: info.serial,
+                    not_after: rfc3339(info.not_after),
+                });
+            }
+            Expiry::NotYetValid => {
+                return Err(ReloadError::NotYetValid {
+                    path: c.svid_cert.clone(),
+                    serial: info.serial,
+                    not_before: rfc3339(info.not_before),
+                });
+            }
+            Expiry::Valid | Expiry::Expiring { .. } => {}
+        }
+        // Never trade an SVID that chains to our own bundle for one that
+        // does not; if neither does, the new one is no worse.
+        if let Err(e) = self.own_chain(&new)
+            && self.own_chain(&current).is_ok()
+        {
+            return Err(ReloadError::UntrustedChain {
+                path: c.svid_cert.clone(),
+                serial: info.serial,
+                detail: e.to_string(),
+            });
+        }
+        // `replace` checks that the key belongs to the certificate before
+        // it stores anything: a mismatched pair leaves the old SVID in use.
+        self.svid
+            .replace(new.clone())
+            .map_err(|e: TlsError| ReloadError::Key {
+                cert: c.svid_cert.clone(),
+                key: c.svid_key.clone(),
+                serial: info.serial.clone(),
+                detail: e.to_string(),
+            })?;
+        self.metrics.set_svid_expiry(system_time(info.not_after));
+        info!(id = %info.spiffe_id, serial = %info.serial, previous_serial = %current.info().serial,
+            not_after = %rfc3339(info.not_after), "SVID reloaded: presented from the next handshake on");
+        log_expiry(&new, now);
+        self.check_own_chain();
+        Ok(Swap::Swapped)
+    }
+
+    fn try_bundle(&self, td: &TrustDomain, path: &Path, text: &[u8]) -> Result<Swap, ReloadError> {
+        let new = bundle_from_file(td, path, text).map_err(ReloadError::Invalid)?;
+        let current = self.bundles.load();
+        let previous = current.get(td);
+        if previous == Some(&new) {
+            return Ok(Swap::Unchanged);
+        }
+        let (sequence, digest) = (new.sequence(), new.digest());
+        let mut set = (*current).clone();
+        insert_bundle(&mut set, new, path).map_err(ReloadError::Invalid)?;
+        if let (Some(old), Some(new)) = (previous.and_then(|b| b.sequence()), sequence)
+            && new < old
+        {
+            warn!(trust_domain = %td, file = %path.display(), old, new,
+                "bundle sequence went backwards; taking the file as the truth");
+        }
+        // Only the owner stores, so nothing was swapped in since `load`.
+        self.bundles.store(set);
+        self.metrics.set_bundle_sequence(td.as_str(), sequence);
+        info!(trust_domain = %td, sequence = ?sequence, %digest,
+            previous_digest = %previous.map(|b| b.digest()).unwrap_or_default(),
+            "bundle reloaded: used from the next handshake on");
+        if td == &self.config.trust_domain {
+            self.check_own_chain();
+        }
+        Ok(Swap::Swapped)
+    }
+
+    /// Whether an SVID verifies, chain and validity, against the bundle
+    /// held for our own trust domain, as a peer holding it would check.
+    fn own_chain(&self, svid: &Svid) -> Result<(), VerifyError> {
+        let (leaf, rest) = svid
+            .chain()
+            .split_first()
+            .ok_or(VerifyError::NoCertificate)?;
+        let expected = Expected::ids([self.config.id.clone()]);
+        self.bundles
+            .load()
+            .verify(leaf, rest, UnixTime::now(), PeerRole::Client, &expected)
+            .map(|_| ())
+    }
+
+    /// Warns when the SVID in use does not chain to the bundle held for our
+    /// own trust domain: peers holding the same bundle would refuse it (a
+    /// root rotation done out of order).
+    fn check_own_chain(&self) {
+        let svid = self.svid.svid();
+        if let Err(e @ VerifyError::UntrustedChain { .. }) = self.own_chain(&svid) {
+            warn!(serial = %svid.info().serial, trust_domain = %self.config.trust_domain,
+                "the SVID in use does not chain to the bundle held for our own trust domain; \
+                 peers holding that bundle will refuse it: {e}");
+        }
+    }
+}
+
+/// Stops the reload task when dropped.
+#[derive(Debug)]
+pub struct ReloadTask(JoinHandle<()>);
+
+impl Drop for ReloadTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Swap {
+    Swapped,
+    /// The files hold what is already in use.
+    Unchanged,
+}
+
+/// What the task knows of one source's contents, by hash.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The contents in use.
+    applied: Option<u64>,
+    /// The contents read on the previous tick.
+    seen: Option<u64>,
+    /// Contents refused; not tried again until they change.
+    refused: Option<u64>,
+    /// The last refusal logged and counted.
+    logged: Option<(u64, &'static str)>,
+}
+
+impl Watch {
+    /// Whether to try the contents with this hash now.
+    fn step(&mut self, hash: u64, forced: bool) -> bool {
+        if self.applied == Some(hash) {
+            self.seen = Some(hash);
+            return false;
+        }
+        if self.refused == Some(hash) && !forced {
+            return false;
+        }
+        let stable = self.seen == Some(hash);
+        self.seen = Some(hash);
+        stable || forced
+    }
+}
+
+#[derive(Debug, Default)]
+struct Watches {
+    svid: Watch,
+    bundles: BTreeMap<TrustDomain, Watch>,
+}
+
+/// The hash of what was read, and what was read or why it could not be.
+type Hashed<T> = (u64, Result<T, ReloadError>);
+
+/// Reads files whole; the hash covers every file's contents, or the error.
+/// Credential files are a few kilobytes on a local or memory file system
+/// (a Kubernetes secret volume), so they are read in place, not on a
+/// blocking thread.
+fn read_hashed(paths: &[&PathBuf]) -> Hashed<Vec<Vec<u8>>> {
+    let mut h = DefaultHasher::new();
+    let mut out = Vec::with_capacity(paths.len());
+    for path in paths {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                bytes.hash(&mut h);
+                out.push(bytes);
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                (path, &detail).hash(&mut h);
+                let err = ReloadError::Unreadable {
+                    path: (*path).clone(),
+                    detail,
+                };
+                return (h.finish(), Err(err));
+            }
+        }
+    }
+    (h.finish(), Ok(out))
+}
+
+fn same_svid(a: &Svid, b: &Svid) -> bool {
+    a.chain() == b.chain() && a.key().secret_der() == b.key().secret_der()
+}
+
+fn system_time(unix: i64) -> SystemTime {
+    u64::try_from(unix)
+        .ok()
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// Logs the SVID's expiry state: error when expired, warn when close.
+pub fn log_expiry(svid: &Svid, now: i64) -> Expiry {
+    let i = svid.info();
+    let state = Expiry::at(i.not_before, i.not_after, now);
+    let not_after = rfc3339(i.not_after);
+    match state {
+        Expiry::Expired => error!(id = %i.spiffe_id, serial = %i.serial, %not_after,
+            "the SVID in use has EXPIRED: peer gateways refuse this gateway until it is renewed"),
+        Expiry::Expiring { remaining_secs } => warn!(id = %i.spiffe_id, serial = %i.serial,
+            %not_after, remaining_secs, "the SVID in use expires soon and has not been renewed"),
+        Expiry::NotYetValid => warn!(id = %i.spiffe_id, serial = %i.serial,
+            not_before = %rfc3339(i.not_before), "the SVID in use is not valid yet (clock skew?)"),
+        Expiry::Valid => {}
+    }
+    state
+}
+
+/// Repeats the expiry log while the SVID is in a bad state, and logs when
+/// the state changes with time.
+#[derive(Debug)]
+struct ExpiryLog {
+    serial: String,
+    state: Expiry,
+    logged_at: Instant,
+}
+
+impl ExpiryLog {
+    fn new(svid: &Svid) -> Self {
+        let i = svid.info();
+        Self {
+            serial: i.serial.clone(),
+            state: Expiry::at(i.not_before, i.not_after, unix_now()),
+            logged_at: Instant::now(),
+        }
+    }
+
+    fn tick(&mut self, svid: &Svid) {
+        let i = svid.info();
+        let state = Expiry::at(i.not_before, i.not_after, unix_now());
+        if i.serial != self.serial {
+            // A swap logs its own expiry state.
+            *self = Self::new(svid);
+            return;
+        }
+        let changed = std::mem::discriminant(&state) != std::mem::discriminant(&self.state);
+        let due = state != Expiry::Valid && self.logged_at.elapsed() >= EXPIRY_LOG_EVERY;
+        if changed || due {
+            log_expiry(svid, unix_now());
+            self.logged_at = Instant::now();
+        }
+        self.state = state;
+    }
+}
