@@ -15,12 +15,11 @@
 mod support;
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,100 +31,51 @@ use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Svid};
 use causeway_trust::{TrustBundle, TrustDomain};
 use rustls_pki_types::CertificateDer;
-use support::{FRONTEND, ca_init, ca_issue, export, field, s, with_ext};
+use support::process::Gateway;
+use support::{FRONTEND, ca_init, ca_issue, export, field, with_ext};
 
 const EAST_GW: &str = "spiffe://east.acme.example/gateway/east-1";
 const WEST_GW: &str = "spiffe://west.globex.example/gateway/west-1";
 const RELOAD: &str = "100ms";
 
-/// A gateway process, killed by its pid when dropped.
-struct Gateway {
-    child: Child,
-    ready: serde_json::Value,
-    log: PathBuf,
+/// GET /config_dump on the admin listener.
+fn dump(gw: &Gateway) -> serde_json::Value {
+    let mut c = TcpStream::connect(gw.addr("/admin")).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /config_dump HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap()
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn serial(gw: &Gateway) -> String {
+    dump(gw)["credentials"]["svid"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
-impl Gateway {
-    fn start(config: &Path, log: PathBuf) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["gateway", "--config", s(config), "--drain", "1s"])
-            .args(["--reload-interval", RELOAD])
-            .env("CAUSEWAY_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut gw = Self {
-            child,
-            ready: serde_json::Value::Null,
-            log,
-        };
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        gw.ready = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("no ready line: {line:?}\nlog:\n{}", gw.log_text()));
-        gw
-    }
-
-    fn addr(&self, pointer: &str) -> SocketAddr {
-        let v = self.ready.pointer(pointer).and_then(|v| v.as_str());
-        v.unwrap_or_else(|| panic!("no {pointer} in {}", self.ready))
-            .parse()
-            .unwrap()
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// GET /config_dump on the admin listener.
-    fn dump(&self) -> serde_json::Value {
-        let mut c = TcpStream::connect(self.addr("/admin")).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.write_all(b"GET /config_dump HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).unwrap();
-        let (head, body) = out.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        serde_json::from_str(body).unwrap()
-    }
-
-    fn serial(&self) -> String {
-        self.dump()["credentials"]["svid"]["serial"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    /// Polls /config_dump until `ok` holds; at most 10 s.
-    fn wait_for(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let d = self.dump();
-            if ok(&d) {
-                return d;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never saw {what}:\n{d:#}\nlog:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(25));
+/// Polls /config_dump until `ok` holds; at most 10 s.
+fn wait_for(
+    gw: &Gateway,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = dump(gw);
+        if ok(&d) {
+            return d;
         }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {what}:\n{d:#}\nlog:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
@@ -450,11 +400,19 @@ fn svids_rotate_under_load_without_a_failed_call() {
     export(&d.join("east-ca"), "json", &d.join("east.bundle.json"));
     export(&d.join("west-ca"), "json", &d.join("west.bundle.json"));
 
-    let west = Gateway::start(&west_config(d, echo_upstream()), d.join("west.log"));
+    let west = Gateway::start_args(
+        &west_config(d, echo_upstream()),
+        d.join("west.log"),
+        &["--reload-interval", RELOAD],
+    );
     let west_peer = west.addr("/peer_listener");
-    let east = Gateway::start(&east_config(d, "east", west_peer), d.join("east.log"));
-    assert_eq!(west.serial(), west_old);
-    assert_eq!(east.serial(), east_old);
+    let east = Gateway::start_args(
+        &east_config(d, "east", west_peer),
+        d.join("east.log"),
+        &["--reload-interval", RELOAD],
+    );
+    assert_eq!(serial(&west), west_old);
+    assert_eq!(serial(&east), east_old);
     let frontend = east.addr("/listeners/frontend");
     call(frontend, b"warm up").unwrap();
 
@@ -472,7 +430,7 @@ fn svids_rotate_under_load_without_a_failed_call() {
         &with_ext(&d.join("new/east-gw"), "key"),
         &d.join("east-gw.key"),
     );
-    east.wait_for("east's new serial", |v| {
+    wait_for(&east, "east's new serial", |v| {
         v["credentials"]["svid"]["serial"] == east_new.as_str()
     });
 
@@ -483,13 +441,13 @@ fn svids_rotate_under_load_without_a_failed_call() {
     let cert = fs::read(with_ext(&d.join("new/west-gw"), "pem")).unwrap();
     let key = fs::read(with_ext(&d.join("new/west-gw"), "key")).unwrap();
     let refused = |what: &str, reason: &str| {
-        let v = west.wait_for(what, |v| {
+        let v = wait_for(&west, what, |v| {
             v["credentials"]["svid"]["reload"]["last_result"] == reason
         });
         assert_eq!(v["credentials"]["svid"]["serial"], west_old.as_str());
         // It stays refused over several reload intervals.
         std::thread::sleep(Duration::from_millis(350));
-        assert_eq!(west.serial(), west_old, "{what}: taken");
+        assert_eq!(serial(&west), west_old, "{what}: taken");
     };
     fs::write(d.join("west-gw.key"), &key).unwrap();
     refused("the new key with the old certificate", "key_mismatch");
@@ -501,7 +459,7 @@ fn svids_rotate_under_load_without_a_failed_call() {
     refused("a certificate cut after the leaf", "untrusted_chain");
     f.write_all(&cert[leaf_end..]).unwrap();
     drop(f);
-    west.wait_for("west's new serial", |v| {
+    wait_for(&west, "west's new serial", |v| {
         v["credentials"]["svid"]["serial"] == west_new.as_str()
     });
 
@@ -525,8 +483,8 @@ fn svids_rotate_under_load_without_a_failed_call() {
     }
 
     // Both dumps show the new serials; west's log names the refused file.
-    assert_eq!(east.serial(), east_new);
-    assert_eq!(west.serial(), west_new);
+    assert_eq!(serial(&east), east_new);
+    assert_eq!(serial(&west), west_new);
     let west_log = west.log_text();
     assert!(
         west_log.contains("credential reload refused") && west_log.contains("west-gw.pem"),
@@ -544,8 +502,12 @@ fn svids_rotate_under_load_without_a_failed_call() {
         east_new
     );
     // A third gateway process, reading east's rotated files, dials west.
-    let east2 = Gateway::start(&east_config(d, "east-2", west_peer), d.join("east-2.log"));
-    assert_eq!(east2.serial(), east_new);
+    let east2 = Gateway::start_args(
+        &east_config(d, "east-2", west_peer),
+        d.join("east-2.log"),
+        &["--reload-interval", RELOAD],
+    );
+    assert_eq!(serial(&east2), east_new);
     call(east2.addr("/listeners/frontend"), b"from a new process").unwrap();
 
     assert!(

@@ -80,6 +80,7 @@ bundles:
   - {{trust_domain: west.globex.example, file: west.bundle.json}}
   - {{trust_domain: east.acme.example, file: east.bundle.json}}
 peer_listener: {{listen: "127.0.0.1:0"}}
+admin: {{listen: "127.0.0.1:0"}}
 services:
   - {{name: payments, port: 8080, endpoints: ["{}"]}}
   - {{name: health, port: 50051, endpoints: ["{}"]}}
@@ -116,6 +117,7 @@ svid: {{cert: east-gw.pem, key: east-gw.key}}
 bundles:
   - {{trust_domain: east.acme.example, file: east.bundle.json}}
   - {{trust_domain: west.globex.example, file: west.bundle.json}}
+admin: {{listen: "127.0.0.1:0"}}
 listeners:
   - {{name: web, listen: "127.0.0.1:0", protocol: http, caller: {{identity: "{FRONTEND}"}}}}
   - {{name: batch, listen: "127.0.0.1:0", protocol: http, caller: {{identity: "{BATCH}"}}}}
@@ -160,6 +162,7 @@ svid: {{cert: north-gw.pem, key: north-gw.key}}
 bundles:
   - {{trust_domain: north.initech.example, file: north.bundle.json}}
   - {{trust_domain: west.globex.example, file: west.bundle.json}}
+admin: {{listen: "127.0.0.1:0"}}
 listeners:
   - {{name: web, listen: "127.0.0.1:0", protocol: http, caller: {{identity: "spiffe://north.initech.example/ns/x/sa/y"}}}}
 imports:
@@ -398,6 +401,15 @@ async fn http_grpc_and_tcp_calls_in_cluster_and_across_trust_domains() {
         west_log.contains("reason=\"unknown_trust_domain\"")
             && west_log.contains("north.initech.example"),
         "{west_log}"
+    );
+    let (_, metrics) = west.admin_get("/metrics");
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("causeway_gateway_handshake_failures_total")
+                && l.contains("unknown_trust_domain")
+                && !l.ends_with(" 0")
+        ),
+        "west counts the refused handshake:\n{metrics}"
     );
 }
 

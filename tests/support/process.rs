@@ -2,8 +2,8 @@
 //! dropped, even when an assertion fails.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -27,8 +27,14 @@ impl Drop for Gateway {
 impl Gateway {
     /// Starts `causeway gateway --config CONFIG` and waits for its ready line.
     pub(crate) fn start(config: &Path, log: PathBuf) -> Self {
+        Self::start_args(config, log, &[])
+    }
+
+    /// The same, with more command-line arguments.
+    pub(crate) fn start_args(config: &Path, log: PathBuf, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
             .args(["gateway", "--config", s(config), "--drain", "1s"])
+            .args(extra)
             .env("CAUSEWAY_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(File::create(&log).unwrap()))
@@ -70,5 +76,35 @@ impl Gateway {
 
     pub(crate) fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path` on the admin listener: the status and the body.
+    pub(crate) fn admin_get(&self, path: &str) -> (u16, String) {
+        let mut c = TcpStream::connect(self.addr("/admin")).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, body.to_owned())
+    }
+
+    /// The value of one sample in /metrics, such as
+    /// `causeway_gateway_requests_total{direction="inbound",...}`; 0 when
+    /// absent. Labels must be given in Prometheus' (sorted) order.
+    pub(crate) fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 }

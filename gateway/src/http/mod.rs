@@ -168,7 +168,7 @@ async fn call(ob: &Outbound, caller: &CallerCert, req: Request<Incoming>) -> Res
                 Direction::Outbound,
                 service,
                 peer_td,
-                "ok",
+                peer_answer(&resp),
                 started.elapsed(),
             );
             guard_response(resp, guards)
@@ -184,6 +184,25 @@ async fn call(ob: &Outbound, caller: &CallerCert, req: Request<Incoming>) -> Res
                 started,
             )
         }
+    }
+}
+
+/// The result label of a call that got an answer: `ok`, or, when a gateway
+/// made the answer itself (a peer's 403, say), `peer_` and its reason.
+fn peer_answer(resp: &Response<Incoming>) -> &'static str {
+    let Some(reason) = resp.headers().get(headers::REFUSAL) else {
+        return "ok";
+    };
+    match reason.as_bytes() {
+        b"denied" => "peer_denied",
+        b"foreign_caller" => "peer_foreign_caller",
+        b"unknown_service" => "peer_unknown_service",
+        b"not_a_peer_gateway" => "peer_not_a_peer_gateway",
+        b"no_route" => "peer_no_route",
+        b"unavailable" => "peer_unavailable",
+        b"timeout" => "peer_timeout",
+        b"upstream_error" => "peer_upstream_error",
+        _ => "peer_other",
     }
 }
 
