@@ -357,6 +357,31 @@ async fn http_grpc_and_tcp_calls_in_cluster_and_across_trust_domains() {
         west_log.contains("reason=\"denied\""),
         "west logs the refusal:\n{west_log}"
     );
+    // ... and both gateways count it, each from its side.
+    let sample = |direction: &str, td: &str, result: &str, service: &str| {
+        format!(
+            "causeway_gateway_requests_total{{direction=\"{direction}\",peer_trust_domain=\"{td}\",result=\"{result}\",service=\"{service}\"}}"
+        )
+    };
+    let (east_td, west_td) = ("east.acme.example", "west.globex.example");
+    assert_eq!(
+        west.metric(&sample("inbound", east_td, "denied", "payments")),
+        1.0,
+        "{}",
+        west.admin_get("/metrics").1
+    );
+    assert_eq!(
+        east.metric(&sample("outbound", west_td, "peer_denied", "payments.west")),
+        1.0,
+        "{}",
+        east.admin_get("/metrics").1
+    );
+    assert_eq!(
+        east.metric(&sample("outbound", east_td, "denied", "inventory")),
+        1.0
+    );
+    assert!(east.metric(&sample("outbound", west_td, "ok", "payments.west")) >= 3.0);
+    assert!(west.metric(&sample("inbound", east_td, "ok", "payments")) >= 3.0);
 
     // The mTLS listener takes the caller's identity from its SVID; XFCC
     // carries the certificate's hash. A west workload is refused.
