@@ -58,6 +58,21 @@ fn credentials(d: &Path) {
     export(&d.join("north-ca"), "json", &d.join("north.bundle.json"));
 }
 
+/// Credentials in a temporary directory, and every upstream running.
+async fn setup() -> (tempfile::TempDir, Upstreams) {
+    let t = support::tmp();
+    credentials(t.path());
+    let u = Upstreams {
+        west_http: http_upstream("west-payments").await,
+        west_grpc: grpc_upstream().await,
+        west_tcp: tcp_echo("ledger").await,
+        east_http: http_upstream("east-inventory").await,
+        silent: silent().await,
+        nothing: nothing(),
+    };
+    (t, u)
+}
+
 struct Upstreams {
     west_http: SocketAddr,
     west_grpc: SocketAddr,
@@ -186,17 +201,8 @@ fn xfcc(by: &str, uri: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_grpc_and_tcp_calls_in_cluster_and_across_trust_domains() {
-    let t = support::tmp();
+    let (t, u) = setup().await;
     let d = t.path();
-    credentials(d);
-    let u = Upstreams {
-        west_http: http_upstream("west-payments").await,
-        west_grpc: grpc_upstream().await,
-        west_tcp: tcp_echo("ledger").await,
-        east_http: http_upstream("east-inventory").await,
-        silent: silent().await,
-        nothing: nothing(),
-    };
     let west = Gateway::start(&west_config(d, &u), d.join("west.log"));
     let east = Gateway::start(
         &east_config(d, &u, west.addr("/peer_listener")),
@@ -501,17 +507,8 @@ async fn a_caller_outside_the_peer_gateways_domain_is_refused() {
     use causeway_gateway::tunnel::quic::{codes, quic_client_config};
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    let t = support::tmp();
+    let (t, u) = setup().await;
     let d = t.path();
-    credentials(d);
-    let u = Upstreams {
-        west_http: http_upstream("west-payments").await,
-        west_grpc: grpc_upstream().await,
-        west_tcp: tcp_echo("ledger").await,
-        east_http: http_upstream("east-inventory").await,
-        silent: silent().await,
-        nothing: nothing(),
-    };
     let west = Gateway::start(&west_config(d, &u), d.join("west.log"));
 
     // East's real gateway credentials, used by hand.
@@ -622,17 +619,8 @@ async fn a_caller_outside_the_peer_gateways_domain_is_refused() {
 async fn thirty_two_callers_for_ten_seconds_through_two_gateways_without_an_error() {
     use hyper_util::rt::TokioIo;
 
-    let t = support::tmp();
+    let (t, u) = setup().await;
     let d = t.path();
-    credentials(d);
-    let u = Upstreams {
-        west_http: http_upstream("west-payments").await,
-        west_grpc: grpc_upstream().await,
-        west_tcp: tcp_echo("ledger").await,
-        east_http: http_upstream("east-inventory").await,
-        silent: silent().await,
-        nothing: nothing(),
-    };
     let west = Gateway::start(&west_config(d, &u), d.join("west.log"));
     let east = Gateway::start(
         &east_config(d, &u, west.addr("/peer_listener")),

@@ -23,6 +23,7 @@ pub mod admin;
 pub mod config;
 pub mod drain;
 pub mod http;
+mod io;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;

@@ -2,14 +2,11 @@
 //! rules here) or an imported service (through a stream to the peer
 //! gateway that exports it, whose own rules decide).
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use causeway_trust::SpiffeId;
-use tokio::io::{AsyncRead, AsyncWrite, Join, ReadBuf};
+use tokio::io::Join;
 use tokio::net::TcpStream;
 
 use crate::config::{Destination, GatewayConfig, Import};
@@ -203,40 +200,4 @@ impl From<DialError> for CallError {
     }
 }
 
-impl AsyncRead for Upstream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Local(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Peer(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Upstream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Local(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Peer(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Local(s) => Pin::new(s).poll_flush(cx),
-            Self::Peer(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Local(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Peer(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+crate::io::delegate_io!(Upstream { Local, Peer });

@@ -207,6 +207,17 @@ fn copy_parts(p: &Parts) -> Parts {
     }
 }
 
+/// `uri`'s path and query under `http://<authority>`.
+pub fn retarget(uri: &Uri, authority: &str) -> Result<Uri, CallError> {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| CallError::Upstream(format!("request target: {e}")))
+}
+
 /// Points a request at one endpoint, in the version the upstream speaks.
 fn to_endpoint(
     mut parts: Parts,
@@ -215,17 +226,7 @@ fn to_endpoint(
     http2: bool,
 ) -> Result<Request<Body>, CallError> {
     let authority = parts.uri.authority().map(|a| a.to_string());
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| CallError::Upstream(format!("request target: {e}")))?;
+    parts.uri = retarget(&parts.uri, &addr.to_string())?;
     if http2 {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);

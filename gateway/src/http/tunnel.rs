@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::config::Destination;
-use crate::http::forward::{Body, CallError, chain};
+use crate::http::forward::{Body, CallError, chain, retarget};
 use crate::tunnel::quic::codes;
 
 type StreamIo = tokio::io::Join<quinn::RecvStream, quinn::SendStream>;
@@ -46,17 +46,7 @@ pub async fn send(
         // Ends once the response is read and the sender dropped.
         let _ = conn.await;
     });
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(format!("{}:{}", remote.service, remote.port))
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| CallError::Upstream(format!("request target: {e}")))?;
+    parts.uri = retarget(&parts.uri, &format!("{}:{}", remote.service, remote.port))?;
     parts.version = Version::HTTP_2;
     // :authority names the remote service; a Host naming the local import
     // would contradict it.
