@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::process::CpuProbe;
 use super::upstream::{MODE_ECHO, MODE_SINK};
 
 /// How long and how hard each measurement runs.
@@ -32,6 +33,10 @@ pub(crate) struct Load {
 pub(crate) struct Throughput {
     pub(crate) requests: u64,
     pub(crate) per_second: f64,
+    /// CPU time the path's own processes (gateways, proxies) spent per
+    /// request in the measured window: on a shared machine this moves far
+    /// less than requests/s. Zero for the direct path; `None` without /proc.
+    pub(crate) cpu_per_request: Option<Duration>,
 }
 
 /// Round-trip times over one connection.
@@ -80,8 +85,13 @@ async fn round_trip(s: &mut TcpStream, msg: &[u8], buf: &mut [u8]) -> anyhow::Re
 }
 
 /// `load.connections` connections, each in a closed loop; counts the
-/// responses that complete inside the measured window.
-pub(crate) async fn throughput(addr: SocketAddr, load: &Load) -> anyhow::Result<Throughput> {
+/// responses that complete inside the measured window, and the CPU time
+/// `cpu`'s processes spend in it.
+pub(crate) async fn throughput(
+    addr: SocketAddr,
+    load: &Load,
+    cpu: &CpuProbe,
+) -> anyhow::Result<Throughput> {
     let msg = message(load.message);
     let mut conns = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
@@ -113,13 +123,24 @@ pub(crate) async fn throughput(addr: SocketAddr, load: &Load) -> anyhow::Result<
             }
         });
     }
+    tokio::time::sleep_until(start.into()).await;
+    let cpu_start = cpu.read();
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_end = cpu.read();
     let mut requests = 0;
     while let Some(r) = tasks.join_next().await {
         requests += r.context("a load task panicked")??;
     }
+    let cpu_per_request = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) if requests > 0 => {
+            Some(b.saturating_sub(a) / u32::try_from(requests).unwrap_or(u32::MAX))
+        }
+        _ => None,
+    };
     Ok(Throughput {
         requests,
         per_second: requests as f64 / load.duration.as_secs_f64(),
+        cpu_per_request,
     })
 }
 

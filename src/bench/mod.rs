@@ -11,8 +11,9 @@
 //!
 //! Everything is on loopback with ports from the OS, in a temp dir; the
 //! upstream, the gateways and the proxies are child processes, each ended
-//! by its pid when its scenario is over or the run fails. Each scenario's
-//! processes run only while it is measured.
+//! by its pid when the run ends or fails. The machines this runs on are
+//! small and shared, so the scenarios are measured in rounds, interleaved,
+//! and the report takes medians.
 
 mod gateways;
 mod load;
@@ -75,7 +76,7 @@ impl Scenario {
     }
 }
 
-/// The figures of one scenario.
+/// The figures of one scenario in one round.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Figures {
     pub(crate) throughput: Throughput,
@@ -86,7 +87,8 @@ pub(crate) struct Figures {
 /// How a scenario went.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Measured(Figures),
+    /// One entry per round.
+    Measured(Vec<Figures>),
     /// Not installed here: not an error.
     Skipped(String),
     /// A peer proxy that is installed but failed.
@@ -99,10 +101,20 @@ pub(crate) struct Row {
     pub(crate) outcome: Outcome,
 }
 
-/// Runs the selected scenarios (the direct baseline always, first) and
-/// returns one row each. `progress` hears what is being done.
+/// A started path: where the load goes in, and the processes behind it.
+#[derive(Debug)]
+struct Path {
+    entry: SocketAddr,
+    guards: Vec<ChildGuard>,
+}
+
+/// Starts the selected scenarios' paths (the direct baseline always), then
+/// measures them in `rounds` rounds, each round every scenario in turn, so
+/// that a change in the machine's load during the run hits every scenario
+/// alike. Returns one row per scenario. `progress` hears what is done.
 pub(crate) async fn run(
     load: &Load,
+    rounds: usize,
     selected: &[Scenario],
     progress: &dyn Fn(&str),
 ) -> anyhow::Result<Vec<Row>> {
@@ -110,13 +122,15 @@ pub(crate) async fn run(
     let dir = tmp.path();
     let pki = pki::Pki::create(dir).context("creating the benchmark's CAs and SVIDs")?;
     let (_upstream, upstream) = upstream::start(dir)?;
-    let mut rows = Vec::new();
+    // Every process below is ended when `paths` and `_upstream` drop, on
+    // return, on error and on panic alike.
+    let mut paths: Vec<(Scenario, Result<Path, Outcome>)> = Vec::new();
     for scenario in Scenario::ALL {
         if scenario != Scenario::Direct && !selected.contains(&scenario) {
             continue;
         }
         progress(&format!("{}: starting", scenario.name()));
-        let path = match scenario {
+        let started = match scenario {
             Scenario::Direct => Ok((Vec::new(), upstream)),
             Scenario::Causeway1Gw => {
                 gateways::one_gateway(dir, &pki, upstream).map_err(Absent::Failed)
@@ -127,53 +141,73 @@ pub(crate) async fn run(
             Scenario::Nginx2Hop => proxies::nginx(dir, &pki, upstream),
             Scenario::Haproxy2Hop => proxies::haproxy(dir, &pki, upstream),
         };
-        let outcome = match path {
-            Ok((guards, entry)) => match measure(scenario, entry, load, &guards, progress).await {
-                Ok(f) => Outcome::Measured(f),
-                Err(e) if scenario.is_peer() => Outcome::Failed(format!("{e:#}")),
-                Err(e) => return Err(e),
-            },
-            Err(Absent::Skip(why)) => Outcome::Skipped(why),
-            Err(Absent::Failed(e)) if scenario.is_peer() => Outcome::Failed(format!("{e:#}")),
+        let path = match started {
+            Ok((guards, entry)) => Ok(Path { entry, guards }),
+            Err(Absent::Skip(why)) => Err(Outcome::Skipped(why)),
+            Err(Absent::Failed(e)) if scenario.is_peer() => Err(Outcome::Failed(format!("{e:#}"))),
             Err(Absent::Failed(e)) => {
                 return Err(e.context(format!("setting up {}", scenario.name())));
             }
         };
-        // The scenario's processes end here, before the next one starts.
-        rows.push(Row { scenario, outcome });
+        paths.push((scenario, path));
     }
-    Ok(rows)
+    let mut measured: Vec<Vec<Figures>> = paths.iter().map(|_| Vec::new()).collect();
+    let mut failed: Vec<Option<String>> = paths.iter().map(|_| None).collect();
+    for round in 1..=rounds {
+        for (i, (scenario, path)) in paths.iter().enumerate() {
+            let (Ok(path), None) = (path, &failed[i]) else {
+                continue;
+            };
+            let what = format!("round {round}/{rounds}: {}", scenario.name());
+            match measure(&what, path, load, progress).await {
+                Ok(f) => measured[i].push(f),
+                Err(e) if scenario.is_peer() => failed[i] = Some(format!("{e:#}")),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(paths
+        .into_iter()
+        .zip(measured.into_iter().zip(failed))
+        .map(|((scenario, path), (figures, failed))| Row {
+            scenario,
+            outcome: match (path, failed) {
+                (Err(outcome), _) => outcome,
+                (Ok(_), Some(why)) => Outcome::Failed(why),
+                (Ok(_), None) => Outcome::Measured(figures),
+            },
+        })
+        .collect())
 }
 
-/// The three phases on one path. `_guards` keeps the path's processes up.
+/// The three phases on one path.
 async fn measure(
-    scenario: Scenario,
-    entry: SocketAddr,
+    what: &str,
+    path: &Path,
     load: &Load,
-    _guards: &[ChildGuard],
     progress: &dyn Fn(&str),
 ) -> anyhow::Result<Figures> {
-    let name = scenario.name();
-    progress(&format!("{name}: latency, 1 connection"));
-    let latency = load::latency(entry, load)
+    let pids: Vec<u32> = path.guards.iter().map(ChildGuard::pid).collect();
+    progress(&format!("{what}: latency, 1 connection"));
+    let latency = load::latency(path.entry, load)
         .await
-        .with_context(|| format!("{name}: latency phase"))?;
+        .with_context(|| format!("{what}: latency phase"))?;
     progress(&format!(
-        "{name}: throughput, {} connections",
+        "{what}: requests/s, {} connections",
         load.connections
     ));
-    let throughput = load::throughput(entry, load)
+    let throughput = load::throughput(path.entry, load, &process::CpuProbe::new(&pids))
         .await
-        .with_context(|| format!("{name}: throughput phase"))?;
+        .with_context(|| format!("{what}: throughput phase"))?;
     let bulk = if load.bulk_bytes > 0 {
         progress(&format!(
-            "{name}: bulk, {} bytes on one stream",
-            load.bulk_bytes
+            "{what}: bulk, {} MiB on one stream",
+            load.bulk_bytes >> 20
         ));
         Some(
-            load::bulk(entry, load)
+            load::bulk(path.entry, load)
                 .await
-                .with_context(|| format!("{name}: bulk phase"))?,
+                .with_context(|| format!("{what}: bulk phase"))?,
         )
     } else {
         None

@@ -102,6 +102,10 @@ impl ChildGuard {
         }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The last lines of the child's log, for error messages.
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -135,4 +139,65 @@ impl Drop for ChildGuard {
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a probe socket")?;
     Ok(l.local_addr().context("probe socket address")?.port())
+}
+
+/// CPU time (user + system, every thread) of a set of processes and their
+/// direct children (nginx's workers), read from /proc. The set is fixed
+/// when the probe is made; `None` where /proc cannot be read.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuProbe {
+    pids: Vec<u32>,
+}
+
+impl CpuProbe {
+    pub(crate) fn new(roots: &[u32]) -> Self {
+        let mut pids = roots.to_vec();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if stat_fields(pid).is_some_and(|f| roots.contains(&f.ppid)) {
+                    pids.push(pid);
+                }
+            }
+        }
+        Self { pids }
+    }
+
+    /// Total CPU time of the set so far.
+    pub(crate) fn read(&self) -> Option<Duration> {
+        if self.pids.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let ticks: u64 = self
+            .pids
+            .iter()
+            .map(|&p| stat_fields(p).map(|f| f.utime + f.stime))
+            .sum::<Option<u64>>()?;
+        let hz = rustix::param::clock_ticks_per_second().max(1);
+        Some(Duration::from_nanos(
+            ticks.saturating_mul(1_000_000_000) / hz,
+        ))
+    }
+}
+
+struct StatFields {
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+}
+
+/// Fields of /proc/PID/stat, read after the command name (which may hold
+/// spaces and parentheses).
+fn stat_fields(pid: u32) -> Option<StatFields> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    // After ")": state(3) ppid(4) ... utime(14) stime(15), numbered from 1.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(StatFields {
+        ppid: f.get(1)?.parse().ok()?,
+        utime: f.get(11)?.parse().ok()?,
+        stime: f.get(12)?.parse().ok()?,
+    })
 }

@@ -13,11 +13,15 @@ use crate::bench::{self, Load, Outcome, Scenario};
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Measured time of each phase (latency, then requests/s) per scenario.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    /// Measured time of each phase (latency, then requests/s) per scenario
+    /// and round.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
     duration: Duration,
+    /// Rounds: each measures every scenario in turn; the report gives medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    rounds: u16,
     /// Unmeasured time on the same connections before each phase.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     warmup: Duration,
     /// Connections of the requests/s phase, each in a closed loop.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
@@ -25,7 +29,7 @@ pub(crate) struct BenchArgs {
     /// Size of each request and of its echo, in bytes.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     message_bytes: u32,
-    /// MiB pushed through one stream in the bulk phase; 0 skips it.
+    /// MiB pushed through one stream in each round's bulk phase; 0 skips it.
     #[arg(long, default_value_t = 256)]
     bulk_mib: u64,
     /// Only these scenarios (comma-separated); the direct baseline always runs.
@@ -59,11 +63,12 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.scenarios.clone()
     };
+    let rounds = usize::from(args.rounds);
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
     let progress = |msg: &str| eprintln!("bench: {msg}");
     let rows = rt.block_on(async {
         tokio::select! {
-            r = bench::run(&load, &selected, &progress) => r,
+            r = bench::run(&load, rounds, &selected, &progress) => r,
             // Dropping the run ends every child process it started.
             _ = tokio::signal::ctrl_c() => bail!("interrupted"),
         }
@@ -72,9 +77,12 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     rt.shutdown_timeout(Duration::from_secs(1));
     let rows = rows?;
     if args.json {
-        say!("{}", bench::report::json(&rows, &load));
+        say!("{}", bench::report::json(&rows, &load, rounds));
     } else {
-        super::say_raw(format_args!("{}", bench::report::table(&rows, &load)));
+        super::say_raw(format_args!(
+            "{}",
+            bench::report::table(&rows, &load, rounds)
+        ));
     }
     let failed = rows.iter().any(|r| matches!(r.outcome, Outcome::Failed(_)));
     Ok(if failed {
