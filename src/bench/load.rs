@@ -26,6 +26,9 @@ pub(crate) struct Load {
     pub(crate) message: usize,
     /// Bytes pushed through the bulk stream; 0 skips the bulk phase.
     pub(crate) bulk_bytes: u64,
+    /// Keep every CPU busy at the lowest priority during latency phases
+    /// (see `busy`).
+    pub(crate) busy_cpus: bool,
 }
 
 /// Requests per second over many connections.

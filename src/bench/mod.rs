@@ -15,6 +15,7 @@
 //! small and shared, so the scenarios are measured in rounds, interleaved,
 //! and the report takes medians.
 
+mod busy;
 mod gateways;
 mod load;
 mod pki;
@@ -189,9 +190,11 @@ async fn measure(
 ) -> anyhow::Result<Figures> {
     let pids: Vec<u32> = path.guards.iter().map(ChildGuard::pid).collect();
     progress(&format!("{what}: latency, 1 connection"));
+    let busy = load.busy_cpus.then(busy::BusyCpus::start);
     let latency = load::latency(path.entry, load)
         .await
         .with_context(|| format!("{what}: latency phase"))?;
+    drop(busy);
     progress(&format!(
         "{what}: requests/s, {} connections",
         load.connections

@@ -89,12 +89,17 @@ fn measured(rows: &[Row], s: Scenario) -> Option<&[Figures]> {
 fn settings(load: &Load, rounds: usize) -> String {
     format!(
         "{rounds} rounds; per round and scenario: latency over 1 connection, then requests/s over {} \
-         connections, {:?} each after {:?} warm-up, {}-byte messages; bulk {} MiB on one stream",
+         connections, {:?} each after {:?} warm-up, {}-byte messages; bulk {} MiB on one stream{}",
         load.connections,
         load.duration,
         load.warmup,
         load.message,
-        load.bulk_bytes >> 20
+        load.bulk_bytes >> 20,
+        if load.busy_cpus {
+            "; CPUs kept busy (nice 19) during latency phases"
+        } else {
+            ""
+        }
     )
 }
 
@@ -245,6 +250,7 @@ pub(crate) fn json(rows: &[Row], load: &Load, rounds: usize) -> serde_json::Valu
             "connections": load.connections,
             "message_bytes": load.message,
             "bulk_bytes": load.bulk_bytes,
+            "busy_cpus": load.busy_cpus,
         },
         "scenarios": scenarios,
     })

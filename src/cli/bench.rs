@@ -35,6 +35,12 @@ pub(crate) struct BenchArgs {
     /// Only these scenarios (comma-separated); the direct baseline always runs.
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
+    /// Let CPUs go idle while latency is measured. By default every CPU is
+    /// kept busy by lowest-priority spinning threads, so that waking an idle
+    /// virtual CPU (tens to hundreds of µs on some VMs) does not dominate
+    /// each hop of a round trip.
+    #[arg(long)]
+    idle_cpus: bool,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -57,6 +63,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .bulk_mib
             .checked_mul(1024 * 1024)
             .context("--bulk-mib is too large")?,
+        busy_cpus: !args.idle_cpus,
     };
     let selected = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
