@@ -130,6 +130,9 @@ authorization:
             key = p(&pki.west_gw.key),
         ),
     )?;
+    // West never dials east: east's address in west's config is a
+    // placeholder; what matters is east's gateway ID, the only peer west's
+    // QUIC listener accepts.
     let west = Gateway::start("west-2gw", &west_config, dir)?;
     let west_addr = west.addr("/peer_listener")?;
     let east_config = write(
