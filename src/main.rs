@@ -1,5 +1,6 @@
 //! `causeway`: one binary for the gateway, the controller and the CLI.
 
+mod bench;
 mod cli;
 
 use std::process::ExitCode;

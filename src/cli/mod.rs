@@ -3,6 +3,7 @@
 
 #![allow(clippy::print_stderr, reason = "the CLI reports errors on stderr")]
 
+mod bench;
 mod bundle;
 mod ca;
 mod demo;
@@ -40,6 +41,9 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Show what Causeway does, on loopback, in a temp dir.
     Demo,
+    /// Measure the data path: direct, one gateway, two gateways over QUIC, and
+    /// nginx/haproxy as two-hop mTLS proxies where installed, in one run.
+    Bench(bench::BenchArgs),
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -49,6 +53,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Svid(c) => svid::run(c),
         Command::Gateway(a) => gateway::run(a),
         Command::Demo => demo::run(),
+        Command::Bench(a) => bench::run(a),
     }
 }
 
