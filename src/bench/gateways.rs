@@ -28,13 +28,14 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(name: &str, config: &Path, dir: &Path) -> anyhow::Result<Self> {
+    fn start(name: &str, config: &Path, dir: &Path, threads: usize) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the causeway executable")?;
         let mut cmd = Command::new(exe);
         cmd.arg("gateway")
             .arg("--config")
             .arg(config)
             .args(["--drain", "0s"])
+            .args(["--threads", &threads.to_string()])
             .env("CAUSEWAY_LOG", "warn");
         let mut guard = ChildGuard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
         let line = guard.ready_line(Duration::from_secs(30))?;
@@ -67,6 +68,7 @@ pub(crate) fn one_gateway(
     dir: &Path,
     pki: &Pki,
     upstream: SocketAddr,
+    threads: usize,
 ) -> anyhow::Result<(Vec<ChildGuard>, SocketAddr)> {
     let config = write(
         dir.join("east-1gw.yaml"),
@@ -90,7 +92,7 @@ authorization:
             east_bundle = p(&pki.east_bundle),
         ),
     )?;
-    let east = Gateway::start("east-1gw", &config, dir)?;
+    let east = Gateway::start("east-1gw", &config, dir, threads)?;
     let entry = east.addr("/listeners/local")?;
     Ok((vec![east.guard], entry))
 }
@@ -101,6 +103,7 @@ pub(crate) fn two_gateways(
     dir: &Path,
     pki: &Pki,
     upstream: SocketAddr,
+    threads: usize,
 ) -> anyhow::Result<(Vec<ChildGuard>, SocketAddr)> {
     let bundles = format!(
         "bundles:\n  - {{trust_domain: {EAST}, file: \"{}\"}}\n  - {{trust_domain: {WEST}, file: \"{}\"}}\n",
@@ -133,7 +136,7 @@ authorization:
     // West never dials east: east's address in west's config is a
     // placeholder; what matters is east's gateway ID, the only peer west's
     // QUIC listener accepts.
-    let west = Gateway::start("west-2gw", &west_config, dir)?;
+    let west = Gateway::start("west-2gw", &west_config, dir, threads)?;
     let west_addr = west.addr("/peer_listener")?;
     let east_config = write(
         dir.join("east-2gw.yaml"),
@@ -155,7 +158,7 @@ peers:
             key = p(&pki.east_gw.key),
         ),
     )?;
-    let east = Gateway::start("east-2gw", &east_config, dir)?;
+    let east = Gateway::start("east-2gw", &east_config, dir, threads)?;
     let entry = east.addr("/listeners/remote")?;
     Ok((vec![east.guard, west.guard], entry))
 }

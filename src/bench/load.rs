@@ -29,6 +29,8 @@ pub(crate) struct Load {
     /// Keep every CPU busy at the lowest priority during latency phases
     /// (see `busy`).
     pub(crate) busy_cpus: bool,
+    /// `causeway gateway --threads` for the gateways under test.
+    pub(crate) gateway_threads: usize,
 }
 
 /// Requests per second over many connections.

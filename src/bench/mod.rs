@@ -134,10 +134,12 @@ pub(crate) async fn run(
         let started = match scenario {
             Scenario::Direct => Ok((Vec::new(), upstream)),
             Scenario::Causeway1Gw => {
-                gateways::one_gateway(dir, &pki, upstream).map_err(Absent::Failed)
+                gateways::one_gateway(dir, &pki, upstream, load.gateway_threads)
+                    .map_err(Absent::Failed)
             }
             Scenario::Causeway2Gw => {
-                gateways::two_gateways(dir, &pki, upstream).map_err(Absent::Failed)
+                gateways::two_gateways(dir, &pki, upstream, load.gateway_threads)
+                    .map_err(Absent::Failed)
             }
             Scenario::Nginx2Hop => proxies::nginx(dir, &pki, upstream),
             Scenario::Haproxy2Hop => proxies::haproxy(dir, &pki, upstream),

@@ -41,6 +41,9 @@ pub(crate) struct BenchArgs {
     /// each hop of a round trip.
     #[arg(long)]
     idle_cpus: bool,
+    /// `--threads` of the gateways under test (1: one event loop).
+    #[arg(long, default_value_t = 1)]
+    gateway_threads: usize,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -64,6 +67,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .checked_mul(1024 * 1024)
             .context("--bulk-mib is too large")?,
         busy_cpus: !args.idle_cpus,
+        gateway_threads: args.gateway_threads,
     };
     let selected = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
