@@ -9,7 +9,7 @@ mod support;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,24 +17,6 @@ use support::process::Gateway;
 use support::{FRONTEND, ca_init, ca_issue, export, s};
 
 const BATCH: &str = "spiffe://east.acme.example/ns/batch/sa/job";
-
-/// A TCP upstream that answers "payments|" and echoes.
-fn payments_upstream() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut conn in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                if w.write_all(b"payments|").is_ok() {
-                    let _ = std::io::copy(&mut conn, &mut w);
-                    let _ = w.shutdown(Shutdown::Write);
-                }
-            });
-        }
-    });
-    addr
-}
 
 fn round_trip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -136,7 +118,10 @@ fn two_gateway_processes_carry_a_tcp_call_across_trust_domains() {
     export(&d.join("east-ca"), "json", &d.join("east.bundle.json"));
     export(&d.join("west-ca"), "json", &d.join("west.bundle.json"));
 
-    let west = Gateway::start(&west_config(d, payments_upstream()), d.join("west.log"));
+    let west = Gateway::start(
+        &west_config(d, support::upstreams::payments_blocking()),
+        d.join("west.log"),
+    );
     let west_addr = west.addr("/peer_listener");
     let east = Gateway::start(
         &east_config(d, "east", "east-gw", west_addr),

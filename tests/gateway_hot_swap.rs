@@ -16,7 +16,7 @@ mod support;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,24 +77,6 @@ fn wait_for(
         );
         std::thread::sleep(Duration::from_millis(25));
     }
-}
-
-/// An upstream that answers "payments|" and echoes.
-fn echo_upstream() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut conn in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                if w.write_all(b"payments|").is_ok() {
-                    let _ = std::io::copy(&mut conn, &mut w);
-                    let _ = w.shutdown(Shutdown::Write);
-                }
-            });
-        }
-    });
-    addr
 }
 
 fn write_config(path: &Path, text: &str) -> PathBuf {
@@ -401,7 +383,7 @@ fn svids_rotate_under_load_without_a_failed_call() {
     export(&d.join("west-ca"), "json", &d.join("west.bundle.json"));
 
     let west = Gateway::start_args(
-        &west_config(d, echo_upstream()),
+        &west_config(d, support::upstreams::payments_blocking()),
         d.join("west.log"),
         &["--reload-interval", RELOAD],
     );

@@ -7,7 +7,11 @@
 //!
 //! - [`admin`]: the admin listener: /metrics, /healthz, /readyz, /config_dump;
 //! - [`config`]: the validated config model, from YAML or the control plane;
-//! - [`listener`]: local TCP listeners (HTTP listeners come next);
+//! - [`drain`]: open calls counted, so that a shutdown waits for them;
+//! - [`http`]: HTTP calls: routing by Host, the headers a gateway owns,
+//!   pooled upstream clients, HTTP over tunnel streams, the answers a
+//!   gateway gives itself (403/404/502/503/504);
+//! - [`listener`]: local listeners (TCP or HTTP; assigned or mTLS callers);
 //! - [`metrics`]: every metric, in a registry passed in;
 //! - [`outbound`]: routing a local caller to a local or imported service;
 //! - [`reload`]: the owner of the live SVID and bundles: file reload, expiry
@@ -17,7 +21,8 @@
 //! - [`tunnel`]: the stream header that opens every proxied stream between
 //!   gateways (wire format in docs/wire-format.md), QUIC configs, the inbound
 //!   checks and the inbound stream server;
-//! - [`upstream`]: local endpoints, round robin with a connect timeout.
+//! - [`upstream`]: local endpoints, round robin over the healthy ones with a
+//!   connect timeout.
 
 pub mod admin;
 pub mod config;

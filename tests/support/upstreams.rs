@@ -166,3 +166,25 @@ pub(crate) fn nothing() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
+
+/// A TCP upstream on its own threads, for tests without a tokio runtime:
+/// answers every connection with "payments|", then echoes until the caller
+/// closes its side.
+pub(crate) fn payments_blocking() -> SocketAddr {
+    use std::io::Write;
+    use std::net::Shutdown;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                if w.write_all(b"payments|").is_ok() {
+                    let _ = std::io::copy(&mut conn, &mut w);
+                    let _ = w.shutdown(Shutdown::Write);
+                }
+            });
+        }
+    });
+    addr
+}
