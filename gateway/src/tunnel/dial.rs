@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::config::{GatewayConfig, Peer};
 use crate::tunnel::header::StreamHeader;
 use crate::tunnel::quic::{TunnelError, quic_client_config};
+use crate::tunnel::udp;
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -78,8 +79,9 @@ impl PeerDialer {
         observer: Option<causeway_trust::verify::RefusalObserver>,
         bind: SocketAddr,
     ) -> Result<Self, TunnelError> {
-        let endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| TunnelError::Quic(e.to_string()))?;
+        let endpoint = std::net::UdpSocket::bind(bind)
+            .and_then(|socket| udp::endpoint(socket, None))
+            .map_err(|source| TunnelError::Bind { addr: bind, source })?;
         let mut slots = BTreeMap::new();
         for (name, peer) in &config.peers {
             let mut verifier = SpiffeVerifier::new(

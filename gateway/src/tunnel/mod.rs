@@ -7,3 +7,4 @@ pub mod header;
 pub mod inbound;
 pub mod quic;
 pub mod serve;
+pub mod udp;

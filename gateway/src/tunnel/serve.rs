@@ -28,6 +28,7 @@ use crate::metrics::{Direction, Metrics};
 use crate::tunnel::header::{HeaderError, Protocol, StreamHeader};
 use crate::tunnel::inbound::{self, Refusal};
 use crate::tunnel::quic::{TunnelError, codes, quic_server_config};
+use crate::tunnel::udp;
 use crate::upstream::{LocalUpstreams, Unavailable};
 
 /// How long a peer may take to send a stream header.
@@ -48,7 +49,9 @@ pub fn bind_peer_endpoint(
         verifier = verifier.with_observer(o);
     }
     let server = quic_server_config(svid, Arc::new(verifier), &config.limits)?;
-    quinn::Endpoint::server(server, addr).map_err(|source| TunnelError::Bind { addr, source })
+    std::net::UdpSocket::bind(addr)
+        .and_then(|socket| udp::endpoint(socket, Some(server)))
+        .map_err(|source| TunnelError::Bind { addr, source })
 }
 
 /// What the inbound side needs, shared by every stream.
