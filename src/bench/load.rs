@@ -149,53 +149,124 @@ pub(crate) async fn throughput(
     })
 }
 
-/// One connection in a closed loop, every round trip timed. A plain
-/// blocking socket on its own thread, so that the figure holds no
-/// scheduler hand-offs of the load generator.
-pub(crate) async fn latency(addr: SocketAddr, load: &Load) -> anyhow::Result<Latency> {
+/// Round-trip times of every path in `addrs`, one connection each, timed
+/// in turns: each path runs a closed loop for a [`SLICE`], then the next, so
+/// that a change in the machine's load (a neighbour's burst, the host
+/// taking a vCPU) hits every path alike. Each path gets `load.duration` of
+/// measured time after `load.warmup` of its own. Plain blocking sockets on
+/// one thread, so that the figures hold no scheduler hand-offs of the load
+/// generator. A path that fails is reported and left out of later turns.
+pub(crate) async fn latency(
+    addrs: Vec<SocketAddr>,
+    load: &Load,
+) -> anyhow::Result<Vec<anyhow::Result<Latency>>> {
     let load = load.clone();
-    tokio::task::spawn_blocking(move || latency_blocking(addr, &load))
+    tokio::task::spawn_blocking(move || latency_blocking(&addrs, &load))
         .await
-        .context("the latency thread panicked")?
+        .context("the latency thread panicked")
 }
 
-fn latency_blocking(addr: SocketAddr, load: &Load) -> anyhow::Result<Latency> {
-    use std::io::{Read, Write};
+/// How long one path runs before the next takes its turn.
+pub(crate) const SLICE: Duration = Duration::from_millis(2);
+
+/// One path's connection (none once it failed) and what it measured.
+struct Timed {
+    stream: Option<std::net::TcpStream>,
+    samples: Vec<Duration>,
+    failed: Option<anyhow::Error>,
+}
+
+fn connect_blocking(addr: SocketAddr) -> anyhow::Result<std::net::TcpStream> {
+    use std::io::Write;
     let mut s =
         std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     s.set_nodelay(true).context("TCP_NODELAY")?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .context("read timeout")?;
     s.write_all(&[MODE_ECHO]).context("writing the mode byte")?;
-    let msg = message(load.message);
-    let mut buf = vec![0u8; msg.len()];
-    let start = Instant::now() + load.warmup;
-    let end = start + load.duration;
-    let mut samples: Vec<Duration> = Vec::with_capacity(1 << 16);
+    Ok(s)
+}
+
+/// Round trips on `s` until `until`, each timed into `samples` if given.
+fn ping_until(
+    s: &mut std::net::TcpStream,
+    msg: &[u8],
+    buf: &mut [u8],
+    until: Instant,
+    samples: Option<&mut Vec<Duration>>,
+) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut samples = samples;
     loop {
         let sent = Instant::now();
-        if sent >= end {
-            break;
+        if sent >= until {
+            return Ok(());
         }
-        s.write_all(&msg).context("writing a request")?;
-        s.read_exact(&mut buf).context("reading a response")?;
+        s.write_all(msg).context("writing a request")?;
+        s.read_exact(buf).context("reading a response")?;
         if buf != msg {
             bail!("the response is not the request's echo");
         }
-        if sent >= start {
-            samples.push(sent.elapsed());
+        if let Some(v) = samples.as_deref_mut() {
+            v.push(sent.elapsed());
         }
     }
-    if samples.is_empty() {
-        bail!("no round trip completed in {:?}", load.duration);
+}
+
+fn latency_blocking(addrs: &[SocketAddr], load: &Load) -> Vec<anyhow::Result<Latency>> {
+    let msg = message(load.message);
+    let mut buf = vec![0u8; msg.len()];
+    let mut paths: Vec<Timed> = addrs
+        .iter()
+        .map(|&addr| {
+            let (stream, failed) = match connect_blocking(addr) {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e)),
+            };
+            Timed {
+                stream,
+                samples: Vec::with_capacity(1 << 16),
+                failed,
+            }
+        })
+        .collect();
+    // Warm-up, then the measured turns, each in slices.
+    for (phase, total) in [(false, load.warmup), (true, load.duration)] {
+        let turns = (total.as_nanos() / SLICE.as_nanos()).max(1);
+        for _ in 0..turns {
+            for p in &mut paths {
+                let Some(stream) = p.stream.as_mut() else {
+                    continue;
+                };
+                let until = Instant::now() + SLICE;
+                let samples = phase.then_some(&mut p.samples);
+                if let Err(e) = ping_until(stream, &msg, &mut buf, until, samples) {
+                    p.failed = Some(e);
+                    p.stream = None;
+                }
+            }
+        }
     }
-    samples.sort_unstable();
-    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
-    Ok(Latency {
-        samples: samples.len(),
-        p50: at(50),
-        p99: at(99),
-    })
+    paths.into_iter().map(Timed::summary).collect()
+}
+
+impl Timed {
+    fn summary(self) -> anyhow::Result<Latency> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let mut samples = self.samples;
+        if samples.is_empty() {
+            bail!("no round trip completed");
+        }
+        samples.sort_unstable();
+        let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
+        Ok(Latency {
+            samples: samples.len(),
+            p50: at(50),
+            p99: at(99),
+        })
+    }
 }
 
 /// One stream pushing `load.bulk_bytes` to the sink; timed from the first

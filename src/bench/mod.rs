@@ -110,9 +110,10 @@ struct Path {
 }
 
 /// Starts the selected scenarios' paths (the direct baseline always), then
-/// measures them in `rounds` rounds, each round every scenario in turn, so
-/// that a change in the machine's load during the run hits every scenario
-/// alike. Returns one row per scenario. `progress` hears what is done.
+/// measures them in `rounds` rounds: each round times the latency of every
+/// path in interleaved slices, then measures requests/s and bulk of each
+/// scenario in turn, so that a change in the machine's load during the run
+/// hits every scenario alike. Returns one row per scenario. `progress` hears what is done.
 pub(crate) async fn run(
     load: &Load,
     rounds: usize,
@@ -157,12 +158,30 @@ pub(crate) async fn run(
     let mut measured: Vec<Vec<Figures>> = paths.iter().map(|_| Vec::new()).collect();
     let mut failed: Vec<Option<String>> = paths.iter().map(|_| None).collect();
     for round in 1..=rounds {
-        for (i, (scenario, path)) in paths.iter().enumerate() {
-            let (Ok(path), None) = (path, &failed[i]) else {
+        let live: Vec<usize> = (0..paths.len())
+            .filter(|&i| paths[i].1.is_ok() && failed[i].is_none())
+            .collect();
+        let entries = live
+            .iter()
+            .filter_map(|&i| paths[i].1.as_ref().ok().map(|p| p.entry))
+            .collect();
+        progress(&format!(
+            "round {round}/{rounds}: latency, 1 connection per path, in turns of {:?}",
+            load::SLICE
+        ));
+        let busy = load.busy_cpus.then(busy::BusyCpus::start);
+        let latencies = load::latency(entries, load).await?;
+        drop(busy);
+        for (&i, latency) in live.iter().zip(latencies) {
+            let (scenario, Ok(path)) = &paths[i] else {
                 continue;
             };
             let what = format!("round {round}/{rounds}: {}", scenario.name());
-            match measure(&what, path, load, progress).await {
+            let figures = match latency {
+                Ok(latency) => measure(&what, path, latency, load, progress).await,
+                Err(e) => Err(e.context(format!("{what}: latency phase"))),
+            };
+            match figures {
                 Ok(f) => measured[i].push(f),
                 Err(e) if scenario.is_peer() => failed[i] = Some(format!("{e:#}")),
                 Err(e) => return Err(e),
@@ -183,20 +202,15 @@ pub(crate) async fn run(
         .collect())
 }
 
-/// The three phases on one path.
+/// The phases after latency on one path, each path on its own.
 async fn measure(
     what: &str,
     path: &Path,
+    latency: Latency,
     load: &Load,
     progress: &dyn Fn(&str),
 ) -> anyhow::Result<Figures> {
     let pids: Vec<u32> = path.guards.iter().map(ChildGuard::pid).collect();
-    progress(&format!("{what}: latency, 1 connection"));
-    let busy = load.busy_cpus.then(busy::BusyCpus::start);
-    let latency = load::latency(path.entry, load)
-        .await
-        .with_context(|| format!("{what}: latency phase"))?;
-    drop(busy);
     progress(&format!(
         "{what}: requests/s, {} connections",
         load.connections

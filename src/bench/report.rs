@@ -88,8 +88,10 @@ fn measured(rows: &[Row], s: Scenario) -> Option<&[Figures]> {
 
 fn settings(load: &Load, rounds: usize) -> String {
     format!(
-        "{rounds} rounds; per round and scenario: latency over 1 connection, then requests/s over {} \
-         connections, {:?} each after {:?} warm-up, {}-byte messages; bulk {} MiB on one stream{}",
+        "{rounds} rounds; per round: latency over 1 connection per path, the paths taking turns \
+         of {:?}; then per scenario requests/s over {} connections; {:?} each after {:?} warm-up, \
+         {}-byte messages; bulk {} MiB on one stream{}",
+        super::load::SLICE,
         load.connections,
         load.duration,
         load.warmup,
