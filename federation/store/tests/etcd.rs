@@ -8,7 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_store::{EtcdConfig, EtcdStore, Store, StoreError, Txn};
+use causeway_store::{
+    Election, EtcdConfig, EtcdStore, LeaseLost, LostReason, Store, StoreError, Txn,
+};
 use support::etcd_server::EtcdServer;
 use tempfile::TempDir;
 
@@ -122,4 +124,27 @@ async fn a_bad_namespace_is_a_config_error() {
         EtcdStore::connect(&config).await,
         Err(StoreError::Config(_))
     ));
+}
+
+#[tokio::test]
+async fn a_leader_learns_it_lost_when_etcd_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = EtcdServer::start(dir.path());
+    let store: Arc<dyn Store> = Arc::new(connect(&server, "east.acme.example").await);
+    let election = Election::new(store, "controller");
+    let leader = election
+        .campaign("replica-a", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(!leader.is_lost());
+    server.kill();
+    // No keep-alive can succeed: after one TTL the lease must be presumed
+    // expired, and leader-only work must stop.
+    let lost = tokio::time::timeout(Duration::from_secs(10), leader.lost())
+        .await
+        .expect("the leader never learned");
+    assert!(
+        matches!(lost, LostReason::Lease(LeaseLost::Unreachable(_))),
+        "{lost:?}"
+    );
 }
