@@ -1,0 +1,3 @@
+//! Helpers for the store tests.
+
+pub(crate) mod etcd_server;
