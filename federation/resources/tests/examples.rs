@@ -22,14 +22,14 @@ fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
 }
 
-/// YAML files of config/ that hold resources (not a gateway's config).
+/// YAML files of config/ that hold resources: all but the gateway configs
+/// (`gateway-*.yaml`, loaded by the gateway's own test).
 fn resource_files() -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(config_dir()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if name.ends_with(".yaml") && text.contains("apiVersion: causeway.dev/") {
+        if name.ends_with(".yaml") && !name.starts_with("gateway-") {
             out.push(name);
         }
     }
