@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("proto");
-    let files = [root.join("causeway/tunnel/v1/tunnel.proto")];
+    let files = [
+        root.join("causeway/tunnel/v1/tunnel.proto"),
+        root.join("causeway/controller/v1/gateway.proto"),
+        root.join("causeway/controller/v1/admin.proto"),
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
@@ -12,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .build_transport(false)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -2,13 +2,22 @@
 //!
 //! Causeway's wire formats, generated at build time from `proto/` with
 //! protox, so that no system `protoc` is needed: the tunnel stream header
-//! (see docs/wire-format.md) and, as they come, the gRPC APIs between
-//! gateways, controllers and the CLI.
+//! (see docs/wire-format.md) and the gRPC APIs between gateways,
+//! controllers and the CLI.
 
 /// The header that opens every proxied stream between gateways.
 pub mod tunnel {
     pub mod v1 {
         #![allow(missing_docs, unreachable_pub, clippy::all)]
         include!(concat!(env!("OUT_DIR"), "/causeway.tunnel.v1.rs"));
+    }
+}
+
+/// The controller's APIs: for gateways (join, renew, config stream) and for
+/// the CLI (apply, peers, tokens, bundles).
+pub mod controller {
+    pub mod v1 {
+        #![allow(missing_docs, unreachable_pub, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/causeway.controller.v1.rs"));
     }
 }
