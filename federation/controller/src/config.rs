@@ -390,4 +390,13 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().starts_with("c.yaml: api"), "{e}");
     }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/controller-east.yaml");
+        let c = ControllerConfig::load(&path).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "east.acme.example");
+        assert_eq!(c.api_listen.port(), 15012);
+        assert_eq!(c.join_token_ttl, DEFAULT_JOIN_TOKEN_TTL);
+    }
 }

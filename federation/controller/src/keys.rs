@@ -9,7 +9,7 @@
 //! | `resources/meta` | a counter: the resource set's revision, compared by every apply | apply |
 //! | `resources/<Kind>/<name>` | the resource's store form (YAML) | apply (CAS on `resources/meta`) |
 //! | `config/snapshot` | the compiled `ConfigSnapshot` (protobuf), with its version | the leader (CAS) |
-//! | `peer-bundles/<peering>` | [`crate::peers::HeldBundle`] JSON: what we hold of each peer, since when | the leader |
+//! | `peer-bundles/<peering>` | [`crate::peers::HeldPeerBundle`] JSON: what we hold of each peer, since when | the leader |
 //! | `tokens/<id>` | [`crate::tokens::StoredToken`] JSON (secret hashed) | create token; deleted (CAS) when used |
 //! | `tokens-used/<id>` | the gateway and time of use | join |
 //! | `gateways/<name>` | [`crate::gateways::GatewayRecord`] JSON: ID, last SVID | join, renew |

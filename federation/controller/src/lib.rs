@@ -12,7 +12,7 @@
 //!   holdings; `leader`: leader-gated writes;
 //! - `admin`: the CLI's API on a Unix socket; `health`: `/metrics`,
 //!   `/healthz`, `/readyz`;
-//! - [`client`]: clients of both APIs; [`testing`] (feature `testing`).
+//! - [`client`]: clients of both APIs; `testing` (feature `testing`).
 //!
 //! Every replica serves reads, signs CSRs and serves config streams; only
 //! the leader writes derived state (root creation, bundle publication,
