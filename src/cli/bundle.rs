@@ -23,10 +23,13 @@ pub(crate) enum Format {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BundleCommand {
-    /// Print the trust domain's bundle, to hand to a peer out of band.
+    /// Print the trust domain's bundle, to hand to a peer out of band: from
+    /// a CA directory (--dir) or a running controller (--controller/--config).
     Export {
-        #[arg(long)]
-        dir: PathBuf,
+        #[arg(long, required_unless_present_any = ["controller", "config"])]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        target: super::admin::Target,
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
     },
@@ -42,7 +45,17 @@ pub(crate) enum BundleCommand {
 
 pub(crate) fn run(cmd: BundleCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        BundleCommand::Export { dir, format } => {
+        BundleCommand::Export {
+            dir,
+            target,
+            format,
+        } => {
+            let Some(dir) = dir.filter(|_| !target.is_set()) else {
+                if matches!(format, Format::Pem) {
+                    anyhow::bail!("--format pem is for --dir; a controller exports JSON");
+                }
+                return super::admin::export_bundle(&target);
+            };
             let ca = CaDir::open(&dir)?;
             match format {
                 Format::Json => say!("{}", ca.bundle().to_json()),

@@ -3,9 +3,11 @@
 
 #![allow(clippy::print_stderr, reason = "the CLI reports errors on stderr")]
 
+mod admin;
 mod bench;
 mod bundle;
 mod ca;
+mod controller;
 mod demo;
 mod gateway;
 mod svid;
@@ -39,6 +41,18 @@ enum Command {
     Svid(svid::SvidCommand),
     /// Run a gateway from a config file.
     Gateway(gateway::GatewayArgs),
+    /// Run a trust domain's federation controller from a config file.
+    Controller(controller::ControllerArgs),
+    /// Admit and store Peering and Service files at a controller.
+    Apply(admin::ApplyArgs),
+    /// Peerings held by a controller.
+    #[command(subcommand)]
+    Peer(admin::PeerCommand),
+    /// One-time join tokens for gateways.
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Gateways known to a controller: connected, acked version, holdings.
+    Gateways(admin::GatewaysArgs),
     /// Show what Causeway does, on loopback, in a temp dir.
     Demo,
     /// Measure the data path: direct, one gateway, two gateways over QUIC, and
@@ -52,6 +66,11 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bundle(c) => bundle::run(c),
         Command::Svid(c) => svid::run(c),
         Command::Gateway(a) => gateway::run(a),
+        Command::Controller(a) => controller::run(a),
+        Command::Apply(a) => admin::apply(a),
+        Command::Peer(c) => admin::peer(c),
+        Command::Token(c) => admin::token(c),
+        Command::Gateways(a) => admin::gateways(a),
         Command::Demo => demo::run(),
         Command::Bench(a) => bench::run(a),
     }

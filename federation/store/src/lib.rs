@@ -56,6 +56,8 @@ pub mod embedded;
 mod error;
 mod etcd;
 mod lease;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::fmt;
 use std::future::Future;

@@ -3,15 +3,14 @@
 //! and what is etcd's own: namespaces, an unreachable etcd.
 
 mod suite;
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use causeway_store::testing::EtcdServer;
 use causeway_store::{
     Election, EtcdConfig, EtcdStore, LeaseLost, LostReason, Store, StoreError, Txn,
 };
-use support::etcd_server::EtcdServer;
 use tempfile::TempDir;
 
 struct EtcdBackend {

@@ -1,6 +1,14 @@
-//! A real `etcd` server for one test, on loopback, in a data directory the
-//! test owns. The process is killed by its pid when the guard drops, on
-//! success, failure or panic alike.
+//! Test support (feature `testing`): a real `etcd` server for one test, on
+//! loopback, in a data directory the test owns. The process is killed by its
+//! pid when the guard drops, on success, failure or panic alike. Used by
+//! this crate's tests and by the controller's.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support fails loudly on misuse"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,9 +21,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const READY_LINE: &str = "serving insecure client requests on ";
 
 #[derive(Debug)]
-pub(crate) struct EtcdServer {
+pub struct EtcdServer {
     child: Child,
-    pub(crate) endpoint: String,
+    pub endpoint: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -30,7 +38,7 @@ impl EtcdServer {
     /// placeholders (nothing reads them: the client dials the logged
     /// address), and the gRPC gateway, which would dial the advertised
     /// address, is off.
-    pub(crate) fn start(data_dir: &Path) -> Self {
+    pub fn start(data_dir: &Path) -> Self {
         let mut child = Command::new("etcd")
             .arg("--name=test")
             .arg(format!("--data-dir={}", data_dir.display()))
@@ -88,7 +96,7 @@ impl EtcdServer {
     }
 
     /// Kills the process now (SIGKILL: no clean shutdown) and waits for it.
-    pub(crate) fn kill(mut self) {
+    pub fn kill(mut self) {
         self.stop();
     }
 

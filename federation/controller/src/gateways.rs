@@ -1,0 +1,95 @@
+//! Gateways as the controller knows them: their names and SPIFFE IDs, the
+//! last SVID issued to each, and what each connected one reports.
+
+use causeway_trust::{IdError, SpiffeId, TrustDomain};
+use serde::{Deserialize, Serialize};
+
+/// The path every gateway ID has: `spiffe://<td>/causeway/gateway/<name>`.
+pub const GATEWAY_PATH: &str = "/causeway/gateway/";
+/// The controller's own ID path.
+pub const CONTROLLER_PATH: &str = "/causeway/controller";
+
+/// Written at join and at every renewal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GatewayRecord {
+    pub(crate) spiffe_id: String,
+    pub(crate) joined_unix: i64,
+    pub(crate) svid_serial: String,
+    pub(crate) svid_expires_unix: i64,
+}
+
+/// A connected gateway's stream, under the serving replica's lease: it
+/// disappears when the stream ends or the replica dies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct StreamStatus {
+    pub(crate) spiffe_id: String,
+    pub(crate) sent_version: u64,
+    pub(crate) acked_version: u64,
+    /// The last NACK's reason; empty after an ACK.
+    pub(crate) last_error: String,
+    pub(crate) holdings: Holdings,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Holdings {
+    pub(crate) bundles: Vec<HeldBundle>,
+    pub(crate) svid_serial: String,
+    pub(crate) svid_expires_unix: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct HeldBundle {
+    pub(crate) trust_domain: String,
+    pub(crate) sequence: u64,
+    pub(crate) digest: String,
+}
+
+impl From<&causeway_proto::controller::v1::Holdings> for Holdings {
+    fn from(h: &causeway_proto::controller::v1::Holdings) -> Self {
+        Self {
+            bundles: h
+                .bundles
+                .iter()
+                .map(|b| HeldBundle {
+                    trust_domain: b.trust_domain.clone(),
+                    sequence: b.sequence,
+                    digest: b.digest.clone(),
+                })
+                .collect(),
+            svid_serial: h.svid_serial.clone(),
+            svid_expires_unix: h.svid_expires_unix,
+        }
+    }
+}
+
+/// A gateway name: 1 to 63 of `a-z 0-9 -`, not starting or ending with `-`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "gateway name {name:?}: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"
+        ))
+    }
+}
+
+pub fn gateway_id(td: &TrustDomain, name: &str) -> Result<SpiffeId, IdError> {
+    td.workload_id(&format!("{GATEWAY_PATH}{name}"))
+}
+
+/// The gateway name in a gateway ID of `td`.
+pub fn name_of(td: &TrustDomain, id: &SpiffeId) -> Option<String> {
+    if !id.is_member_of(td) {
+        return None;
+    }
+    let name = id.path().strip_prefix(GATEWAY_PATH)?;
+    check_name(name).ok()?;
+    Some(name.to_owned())
+}

@@ -1,0 +1,31 @@
+//! Where the controller keeps its state in the store. Every key of a trust
+//! domain lives under the store's own namespace (etcd) or data directory
+//! (embedded).
+//!
+//! | key | value | written by |
+//! | --- | --- | --- |
+//! | `ca/root` | [`crate::ca::StoredRoot`] JSON (certificate and key, PEM) | the leader, once (CAS: absent) |
+//! | `bundle/own` | [`crate::ca::PublishedBundle`] JSON | the leader |
+//! | `resources/meta` | a counter: the resource set's revision, compared by every apply | apply |
+//! | `resources/<Kind>/<name>` | the resource's store form (YAML) | apply (CAS on `resources/meta`) |
+//! | `config/snapshot` | the compiled `ConfigSnapshot` (protobuf), with its version | the leader (CAS) |
+//! | `peer-bundles/<peering>` | [`crate::peers::HeldPeerBundle`] JSON: what we hold of each peer, since when | the leader |
+//! | `tokens/<id>` | [`crate::tokens::StoredToken`] JSON (secret hashed) | create token; deleted (CAS) when used |
+//! | `tokens-used/<id>` | the gateway and time of use | join |
+//! | `gateways/<name>` | [`crate::gateways::GatewayRecord`] JSON: ID, last SVID | join, renew |
+//! | `connected/<name>` | [`crate::gateways::StreamStatus`] JSON, under the serving replica's lease | the config stream |
+
+pub(crate) const ROOT: &str = "ca/root";
+pub(crate) const OWN_BUNDLE: &str = "bundle/own";
+pub(crate) const RESOURCES: &str = "resources/";
+pub(crate) const RESOURCES_META: &str = "resources/meta";
+pub(crate) const SNAPSHOT: &str = "config/snapshot";
+pub(crate) const PEER_BUNDLES: &str = "peer-bundles/";
+pub(crate) const TOKENS: &str = "tokens/";
+pub(crate) const TOKENS_USED: &str = "tokens-used/";
+pub(crate) const GATEWAYS: &str = "gateways/";
+pub(crate) const CONNECTED: &str = "connected/";
+
+pub(crate) fn resource(kind: &str, name: &str) -> String {
+    format!("{RESOURCES}{kind}/{name}")
+}

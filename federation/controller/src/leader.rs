@@ -1,0 +1,128 @@
+//! Leader-gated work. Every replica campaigns; the leader alone creates the
+//! root, publishes the bundle, compiles the config snapshot and bumps its
+//! version, and records the peers' bundles. Each of these writes carries the
+//! leadership's fence, so a deposed leader that has not noticed yet changes
+//! nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_proto::controller::v1 as pb;
+use causeway_store::{Compare, Election, Leadership, Store, Txn};
+use causeway_trust::TrustDomain;
+use prost::Message;
+use tokio::task::JoinHandle;
+
+use crate::ca;
+use crate::config::CaSource;
+use crate::error::{ControllerError, Result};
+use crate::keys;
+use crate::metrics::Metrics;
+use crate::peers;
+use crate::snapshot::{compile, describe, fingerprint};
+use crate::stored;
+
+pub(crate) const ELECTION: &str = "controller";
+
+#[derive(Debug, Clone)]
+pub(crate) struct LeaderTask {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) trust_domain: TrustDomain,
+    pub(crate) ca: CaSource,
+    pub(crate) node: String,
+    pub(crate) metrics: Metrics,
+    pub(crate) lease_ttl: Duration,
+}
+
+impl LeaderTask {
+    pub(crate) fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let election = Election::new(self.store.clone(), ELECTION);
+            loop {
+                let leadership = match election
+                    .campaign(self.node.as_bytes(), self.lease_ttl)
+                    .await
+                {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "campaign failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                tracing::info!(node = %self.node, token = leadership.token(), "leading");
+                self.metrics.leader.set(1);
+                tokio::select! {
+                    reason = leadership.lost() => tracing::warn!(?reason, "leadership lost"),
+                    r = self.lead(&leadership) => if let Err(e) = r {
+                        tracing::warn!(error = %e, "leader work failed; resigning and campaigning again");
+                    },
+                }
+                self.metrics.leader.set(0);
+                if let Err(e) = leadership.resign().await {
+                    tracing::debug!(error = %e, "resign failed; the lease will end it");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    }
+
+    async fn lead(&self, leadership: &Leadership) -> Result<()> {
+        if let CaSource::Store { root_ttl } = &self.ca {
+            ca::ensure_root(
+                &self.store,
+                leadership.fence(),
+                &self.trust_domain,
+                *root_ttl,
+            )
+            .await?;
+        }
+        let state = ca::load(&self.store, &self.trust_domain, &self.ca).await?;
+        ca::publish_bundle(&self.store, leadership.fence(), &state).await?;
+        loop {
+            let revision = self.sync(leadership.fence()).await?;
+            // Wait for the next change of the resources, then let a burst
+            // of changes settle.
+            let mut watch = self.store.watch(keys::RESOURCES, revision + 1).await?;
+            match watch.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "resource watch broke; reading again"),
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Compiles the snapshot from what is stored and stores it with the next
+    /// version when its content changed. Returns the revision read.
+    async fn sync(&self, fence: Compare) -> Result<i64> {
+        let stored = stored::read(&self.store).await?;
+        let own = ca::published(&self.store)
+            .await?
+            .ok_or_else(|| ControllerError::corrupt(keys::OWN_BUNDLE, "not published"))?;
+        let mut snap = compile(&self.trust_domain, &stored.set, &own);
+        let current = self.store.get(keys::SNAPSHOT).await?;
+        let (version, mod_revision) = match &current.kv {
+            Some(kv) => {
+                let cur = pb::ConfigSnapshot::decode(kv.value.as_slice())
+                    .map_err(|e| ControllerError::corrupt(keys::SNAPSHOT, e))?;
+                if fingerprint(&cur) == fingerprint(&snap) {
+                    peers::sync(&self.store, fence, &stored.set).await?;
+                    return Ok(stored.revision);
+                }
+                (cur.version + 1, kv.mod_revision)
+            }
+            None => (1, 0),
+        };
+        snap.version = version;
+        let txn = Txn::new()
+            .when(fence.clone())
+            .when(Compare::ModRevision(keys::SNAPSHOT.into(), mod_revision))
+            .put(keys::SNAPSHOT, snap.encode_to_vec());
+        if self.store.txn(txn).await?.applied {
+            tracing::info!(version, contents = ?describe(&snap), "new config version");
+        }
+        peers::sync(&self.store, fence, &stored.set).await?;
+        Ok(stored.revision)
+    }
+}

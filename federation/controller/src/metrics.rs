@@ -1,0 +1,119 @@
+//! The controller's metrics, in a registry passed in (no globals). Label
+//! values come from closed sets, except `peer`, which is an admitted
+//! peering name.
+
+use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Every refusal reason of SVID issuance, so each series exists from the
+/// start.
+pub const REFUSAL_REASONS: [&str; 6] = [
+    "bad_token",
+    "reused_token",
+    "expired_token",
+    "bad_csr",
+    "wrong_id",
+    "store",
+];
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `kind`: join | renew | controller.
+    pub svids_issued: IntCounterVec,
+    /// `kind`: join | renew; `reason`: [`REFUSAL_REASONS`].
+    pub svids_refused: IntCounterVec,
+    /// `event`: created | used.
+    pub join_tokens: IntCounterVec,
+    /// `result`: pushed | ack | nack.
+    pub config_versions: IntCounterVec,
+    pub connected_gateways: IntGauge,
+    pub peers: IntGauge,
+    pub peer_bundle_age: GaugeVec,
+    pub leader: IntGauge,
+    pub config_version: Gauge,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let svids_issued = IntCounterVec::new(
+            Opts::new("causeway_controller_svids_issued_total", "SVIDs issued"),
+            &["kind"],
+        )?;
+        let svids_refused = IntCounterVec::new(
+            Opts::new(
+                "causeway_controller_svids_refused_total",
+                "SVID requests refused, by reason",
+            ),
+            &["kind", "reason"],
+        )?;
+        let join_tokens = IntCounterVec::new(
+            Opts::new(
+                "causeway_controller_join_tokens_total",
+                "Join tokens created and used",
+            ),
+            &["event"],
+        )?;
+        let config_versions = IntCounterVec::new(
+            Opts::new(
+                "causeway_controller_config_versions_total",
+                "Config versions pushed to gateways, and their ACKs and NACKs",
+            ),
+            &["result"],
+        )?;
+        let connected_gateways = IntGauge::new(
+            "causeway_controller_connected_gateways",
+            "Gateways with a config stream open (all replicas)",
+        )?;
+        let peers = IntGauge::new("causeway_controller_peers", "Peerings stored")?;
+        let peer_bundle_age = GaugeVec::new(
+            Opts::new(
+                "causeway_controller_peer_bundle_age_seconds",
+                "Seconds since the bundle held for each peer was received",
+            ),
+            &["peer"],
+        )?;
+        let leader = IntGauge::new(
+            "causeway_controller_leader",
+            "1 while this replica leads its trust domain's controllers",
+        )?;
+        let config_version = Gauge::new(
+            "causeway_controller_config_version",
+            "The config version this replica serves",
+        )?;
+        registry.register(Box::new(svids_issued.clone()))?;
+        registry.register(Box::new(svids_refused.clone()))?;
+        registry.register(Box::new(join_tokens.clone()))?;
+        registry.register(Box::new(config_versions.clone()))?;
+        registry.register(Box::new(connected_gateways.clone()))?;
+        registry.register(Box::new(peers.clone()))?;
+        registry.register(Box::new(peer_bundle_age.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(config_version.clone()))?;
+        for kind in ["join", "renew"] {
+            svids_issued.with_label_values(&[kind]);
+            for reason in REFUSAL_REASONS {
+                svids_refused.with_label_values(&[kind, reason]);
+            }
+        }
+        for event in ["created", "used"] {
+            join_tokens.with_label_values(&[event]);
+        }
+        for result in ["pushed", "ack", "nack"] {
+            config_versions.with_label_values(&[result]);
+        }
+        Ok(Self {
+            svids_issued,
+            svids_refused,
+            join_tokens,
+            config_versions,
+            connected_gateways,
+            peers,
+            peer_bundle_age,
+            leader,
+            config_version,
+        })
+    }
+
+    pub fn refused(&self, kind: &str, reason: &str) {
+        self.svids_refused.with_label_values(&[kind, reason]).inc();
+    }
+}

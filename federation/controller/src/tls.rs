@@ -1,0 +1,271 @@
+//! TLS for the gateway API: the controller presents its SVID chain
+//! `[leaf, root]` (so a joining gateway finds the root its token pins), and
+//! asks for a client SVID without requiring one: Join comes without, Renew
+//! and the config stream with one, verified against the domain's bundle.
+//! The handlers read the verified chain from [`PeerCerts`].
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use causeway_trust::tls::{SvidSource, provider};
+use causeway_trust::verify::PeerRole;
+use causeway_trust::{Expected, SharedBundles, SpiffeId, SpiffeVerifier, TrustDomain};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use crate::ca::sha256_hex;
+use crate::error::{ControllerError, Result};
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A SPIFFE client verifier that lets clients without a certificate in.
+#[derive(Debug)]
+struct OptionalClientAuth(Arc<SpiffeVerifier>);
+
+impl ClientCertVerifier for OptionalClientAuth {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ClientCertVerifier::verify_tls12_signature(&*self.0, message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ClientCertVerifier::verify_tls13_signature(&*self.0, message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ClientCertVerifier::supported_verify_schemes(&*self.0)
+    }
+}
+
+/// The API's server config: our SVID, optional client SVIDs of our domain.
+pub(crate) fn server_config(
+    svid: &SvidSource,
+    bundles: SharedBundles,
+    td: &TrustDomain,
+) -> Result<ServerConfig> {
+    let verifier = Arc::new(SpiffeVerifier::new(
+        bundles,
+        Expected::trust_domains([td.clone()]),
+    ));
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ControllerError::Tls(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(OptionalClientAuth(verifier)))
+        .with_cert_resolver(Arc::new(svid.clone()));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: every handshake verifies against the bundle held now.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// The client's verified certificate chain, if it sent one.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCerts(pub Option<Arc<Vec<CertificateDer<'static>>>>);
+
+/// A TLS connection as tonic serves it.
+#[derive(Debug)]
+pub(crate) struct TlsConn(TlsStream<TcpStream>);
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerCerts;
+    fn connect_info(&self) -> PeerCerts {
+        PeerCerts(
+            self.0
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+        )
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Accepts TCP connections and completes their TLS handshakes (each in its
+/// own task, bounded in time), yielding the established ones. A failed
+/// handshake is logged and dropped; it never stops the listener.
+pub(crate) fn accept(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> ReceiverStream<io::Result<TlsConn>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let conns = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = conns.send(Ok(TlsConn(tls))).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A client-side verifier for joining: the presented chain must contain the
+/// root whose SHA-256 is `pin`, and the leaf must chain to that root and be
+/// the controller's SVID (`spiffe://<td>/causeway/controller`).
+#[derive(Debug)]
+pub struct PinnedRootVerifier {
+    pin: String,
+}
+
+impl PinnedRootVerifier {
+    pub fn new(pin: &str) -> Self {
+        Self {
+            pin: pin.to_ascii_lowercase(),
+        }
+    }
+}
+
+impl ServerCertVerifier for PinnedRootVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let refuse = |why: String| rustls::Error::General(why);
+        let root = intermediates
+            .iter()
+            .find(|c| sha256_hex(c) == self.pin)
+            .ok_or_else(|| refuse("the controller's chain does not hold the pinned root".into()))?;
+        let leaf = causeway_trust::svid::check_leaf(end_entity)
+            .map_err(|e| refuse(format!("controller certificate: {e}")))?;
+        let td = leaf.spiffe_id.trust_domain();
+        let bundle = causeway_trust::TrustBundle::new(td.clone(), vec![root.clone().into_owned()]);
+        let set = causeway_trust::BundleSet::from_bundles([bundle])
+            .map_err(|e| refuse(format!("pinned root: {e:?}")))?;
+        let expected = SpiffeId::new(&format!(
+            "spiffe://{td}{}",
+            crate::gateways::CONTROLLER_PATH
+        ))
+        .map_err(|e| refuse(e.to_string()))?;
+        let others: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .filter(|c| sha256_hex(c) != self.pin)
+            .cloned()
+            .collect();
+        set.verify(
+            end_entity,
+            &others,
+            now,
+            PeerRole::Server,
+            &Expected::ids([expected]),
+        )
+        .map_err(|e| refuse(e.to_string()))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

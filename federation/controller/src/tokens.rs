@@ -1,0 +1,248 @@
+//! Join tokens: one-time, short-lived, kept hashed in the store.
+//!
+//! Format: `cw1.<id>.<secret>.<pin>`: `id` names the store record, only the
+//! SHA-256 of `secret` is stored, and `pin` is the lower-case hex SHA-256 of
+//! the trust domain's root certificate (DER), with which the gateway
+//! authenticates the controller before it sends the token. A token is used
+//! by deleting its record with a compare on the revision read, so of two
+//! concurrent joins with one token exactly one wins; the loser, and any
+//! later use, is refused as reused (a tombstone remembers the use).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use causeway_store::{Compare, Revision, Store, StoreError, Txn};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::ca::{hex, sha256_hex};
+use crate::keys;
+
+pub const TOKEN_PREFIX: &str = "cw1";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredToken {
+    pub(crate) gateway: String,
+    pub(crate) secret_sha256: String,
+    pub(crate) expires_unix: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UsedToken {
+    gateway: String,
+    used_unix: i64,
+}
+
+/// Why a token is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    /// Unknown id, wrong secret, or a pin of another root: the same answer
+    /// for all, so a guesser learns nothing.
+    #[error("the token is not valid here")]
+    Unknown,
+    #[error("the token was already used")]
+    Reused,
+    #[error("the token expired")]
+    Expired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TokenError {
+    /// The refusal's metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed | Self::Unknown => "bad_token",
+            Self::Reused => "reused_token",
+            Self::Expired => "expired_token",
+            Self::Store(_) => "store",
+        }
+    }
+}
+
+/// A token's parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: String,
+    pub secret: String,
+    pub pin: String,
+}
+
+impl Token {
+    pub fn parse(s: &str) -> Result<Self, TokenError> {
+        let mut parts = s.trim().split('.');
+        let (Some(TOKEN_PREFIX), Some(id), Some(secret), Some(pin), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(TokenError::Malformed);
+        };
+        let is_hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !(is_hex(id, 16) && is_hex(secret, 64) && is_hex(pin, 64)) {
+            return Err(TokenError::Malformed);
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+            pin: pin.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{TOKEN_PREFIX}.{}.{}.{}", self.id, self.secret, self.pin)
+    }
+}
+
+pub(crate) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn random_hex(bytes: usize) -> Result<String, StoreError> {
+    let mut buf = vec![0u8; bytes];
+    SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| StoreError::Unavailable("no randomness for a token".into()))?;
+    Ok(hex(&buf))
+}
+
+/// Creates a token for `gateway`, valid for `ttl`.
+pub(crate) async fn create(
+    store: &Arc<dyn Store>,
+    gateway: &str,
+    ttl: Duration,
+    pin: &str,
+) -> Result<(Token, i64), StoreError> {
+    let token = Token {
+        id: random_hex(8)?,
+        secret: random_hex(32)?,
+        pin: pin.to_owned(),
+    };
+    let expires_unix = now_unix().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+    let record = StoredToken {
+        gateway: gateway.to_owned(),
+        secret_sha256: sha256_hex(token.secret.as_bytes()),
+        expires_unix,
+    };
+    let key = format!("{}{}", keys::TOKENS, token.id);
+    let value = serde_json::to_vec(&record).map_err(|e| StoreError::InvalidTxn(e.to_string()))?;
+    store
+        .txn(
+            Txn::new()
+                .when(Compare::Absent(key.clone()))
+                .put(key, value),
+        )
+        .await?
+        .applied_or_conflict()?;
+    Ok((token, expires_unix))
+}
+
+/// A token that checked out, not used yet.
+#[derive(Debug)]
+pub(crate) struct Valid {
+    pub(crate) gateway: String,
+    mod_revision: Revision,
+}
+
+/// Checks a token without using it.
+pub(crate) async fn check(
+    store: &Arc<dyn Store>,
+    token: &Token,
+    our_pin: &str,
+) -> Result<Valid, TokenError> {
+    if token.pin != our_pin {
+        return Err(TokenError::Unknown);
+    }
+    let key = format!("{}{}", keys::TOKENS, token.id);
+    let Some(kv) = store.get(&key).await?.kv else {
+        let used = format!("{}{}", keys::TOKENS_USED, token.id);
+        return Err(if store.get(&used).await?.kv.is_some() {
+            TokenError::Reused
+        } else {
+            TokenError::Unknown
+        });
+    };
+    let record: StoredToken = serde_json::from_slice(&kv.value).map_err(|_| TokenError::Unknown)?;
+    if sha256_hex(token.secret.as_bytes()) != record.secret_sha256 {
+        return Err(TokenError::Unknown);
+    }
+    if record.expires_unix <= now_unix() {
+        // Expired tokens are removed when someone tries them.
+        let _ = store
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(key.clone(), kv.mod_revision))
+                    .delete(key),
+            )
+            .await;
+        return Err(TokenError::Expired);
+    }
+    Ok(Valid {
+        gateway: record.gateway,
+        mod_revision: kv.mod_revision,
+    })
+}
+
+/// Uses a checked token: deletes it if it is still the record read.
+pub(crate) async fn consume(
+    store: &Arc<dyn Store>,
+    token: &Token,
+    valid: &Valid,
+) -> Result<(), TokenError> {
+    let key = format!("{}{}", keys::TOKENS, token.id);
+    let used = serde_json::to_vec(&UsedToken {
+        gateway: valid.gateway.clone(),
+        used_unix: now_unix(),
+    })
+    .map_err(|_| TokenError::Unknown)?;
+    let txn = Txn::new()
+        .when(Compare::ModRevision(key.clone(), valid.mod_revision))
+        .delete(key)
+        .put(format!("{}{}", keys::TOKENS_USED, token.id), used);
+    if store.txn(txn).await?.applied {
+        Ok(())
+    } else {
+        Err(TokenError::Reused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn parse_round_trip_and_refusals() {
+        let t = Token {
+            id: "0123456789abcdef".into(),
+            secret: "a".repeat(64),
+            pin: "b".repeat(64),
+        };
+        assert_eq!(Token::parse(&t.to_string()).unwrap(), t);
+        for bad in [
+            "",
+            "cw1",
+            "cw2.0123456789abcdef.x.y",
+            &t.to_string().to_uppercase(),
+            &format!("{t}.x"),
+        ] {
+            assert!(
+                matches!(Token::parse(bad), Err(TokenError::Malformed)),
+                "{bad}"
+            );
+        }
+    }
+}

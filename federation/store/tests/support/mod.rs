@@ -1,3 +1,0 @@
-//! Helpers for the store tests.
-
-pub(crate) mod etcd_server;
