@@ -5,7 +5,7 @@
 //! | `GET /metrics` | Prometheus text exposition (`text/plain; version=0.0.4`) |
 //! | `GET /healthz` | 200 `ok` while the process runs |
 //! | `GET /readyz` | 200 once every listener is bound and the credentials are loaded; 503 with the reason while starting or draining |
-//! | `GET /config_dump` | JSON: the validated config in effect, the bound addresses, and the live credentials (SVID serial and validity, each bundle's sequence and digest, the last reload outcome per file) |
+//! | `GET /config_dump` | JSON: the validated config in effect (with where it came from: source, version, generation, when applied), the bound addresses, and the live credentials (SVID serial and validity, each bundle's sequence and digest, the last reload outcome per file) |
 //!
 //! A known path with another method gets 405 (with `Allow: GET`), any other
 //! path 404. Nothing a client sends can panic the server: requests are
@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::{CallerMode, GatewayConfig, ListenerKind, Principal};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::reload::{Credentials, Expiry, rfc3339, unix_now};
 
@@ -69,7 +70,7 @@ struct Bound {
 /// phase on.
 #[derive(Debug)]
 pub struct AdminState {
-    config: Arc<GatewayConfig>,
+    live: Arc<Live>,
     metrics: Arc<Metrics>,
     credentials: Arc<Credentials>,
     phase: AtomicU8,
@@ -77,13 +78,23 @@ pub struct AdminState {
 }
 
 impl AdminState {
+    /// For a config that never changes (tests, tools).
     pub fn new(
         config: Arc<GatewayConfig>,
         metrics: Arc<Metrics>,
         credentials: Arc<Credentials>,
     ) -> Arc<Self> {
+        Self::with_live(Live::without_dialer(config), metrics, credentials)
+    }
+
+    /// For a running gateway: the dump shows the config in effect.
+    pub fn with_live(
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+        credentials: Arc<Credentials>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            config,
+            live,
             metrics,
             credentials,
             phase: AtomicU8::new(Phase::Starting as u8),
@@ -128,7 +139,8 @@ impl AdminState {
 
     /// The config in effect, the bound addresses and the live credentials.
     pub fn config_dump(&self) -> Value {
-        let c = &self.config;
+        let snap = self.live.load();
+        let c = &snap.config;
         let bound = self.bound.load();
         let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
         let listeners: Vec<Value> = c
@@ -202,7 +214,18 @@ impl AdminState {
                     "allow": r.allow.iter().map(|p| match p {
                         Principal::Id(id) => json!({"id": id.as_str()}),
                         Principal::TrustDomain(td) => json!({"trust_domain": td.as_str()}),
+                        Principal::Pattern(p) => json!({"pattern": p.as_str()}),
+                        Principal::Local(p) => json!({"principal": p.as_str()}),
                     }).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let identity_map: Vec<Value> = (c.identity_map.rules().iter())
+            .map(|r| {
+                json!({
+                    "peer_trust_domain": r.peer_trust_domain.as_str(),
+                    "pattern": r.pattern.as_str(),
+                    "principal": r.principal.as_str(),
                 })
             })
             .collect();
@@ -210,6 +233,12 @@ impl AdminState {
         let duration = |d: Duration| humantime::format_duration(d).to_string();
         json!({
             "state": phase_label(self.phase()),
+            "config": {
+                "source": snap.origin.source,
+                "version": snap.origin.version,
+                "generation": snap.generation,
+                "applied_at": rfc3339(snap.applied_unix),
+            },
             "trust_domain": c.trust_domain.as_str(),
             "id": c.id.as_str(),
             "admin": {"listen": addr(c.admin), "bound": addr(bound.admin)},
@@ -219,19 +248,22 @@ impl AdminState {
             "imports": imports,
             "peers": peers,
             "rules": rules,
+            "identity_map": identity_map,
             "limits": {
                 "max_header_bytes": l.max_header_bytes,
                 "max_streams_per_connection": l.max_streams_per_connection,
+                "max_streams_per_peer": l.max_streams_per_peer,
+                "request_timeout": duration(l.request_timeout),
                 "connect_timeout": duration(l.connect_timeout),
                 "idle_timeout": duration(l.idle_timeout),
                 "handshake_timeout": duration(l.handshake_timeout),
             },
-            "credentials": self.credentials_dump(),
+            "credentials": self.credentials_dump(c),
         })
     }
 
-    fn credentials_dump(&self) -> Value {
-        let files = &self.config.credentials;
+    fn credentials_dump(&self, config: &GatewayConfig) -> Value {
+        let files = &config.credentials;
         let status = self.credentials.status();
         let reload = |source: &str| {
             status.get(source).map(|s| {

@@ -6,12 +6,16 @@
 //! gateway.
 //!
 //! - [`admin`]: the admin listener: /metrics, /healthz, /readyz, /config_dump;
+//! - [`apply`]: a new config put in effect in a running gateway (SIGHUP,
+//!   the controller), or refused with the fields that cannot change live;
 //! - [`config`]: the validated config model, from YAML or the control plane;
 //! - [`drain`]: open calls counted, so that a shutdown waits for them;
 //! - [`http`]: HTTP calls: routing by Host, the headers a gateway owns,
 //!   pooled upstream clients, HTTP over tunnel streams, the answers a
 //!   gateway gives itself (403/404/502/503/504);
 //! - [`listener`]: local listeners (TCP or HTTP; assigned or mTLS callers);
+//! - [`live`]: the one owner of the config in effect: an atomically swapped
+//!   snapshot of everything a call reads (config, endpoints, peer slots);
 //! - [`metrics`]: every metric, in a registry passed in;
 //! - [`outbound`]: routing a local caller to a local or imported service;
 //! - [`reload`]: the owner of the live SVID and bundles: file reload, expiry
@@ -25,11 +29,13 @@
 //!   connect timeout.
 
 pub mod admin;
+pub mod apply;
 pub mod config;
 pub mod drain;
 pub mod http;
 mod io;
 pub mod listener;
+pub mod live;
 pub mod metrics;
 pub mod outbound;
 pub mod reload;

@@ -110,7 +110,7 @@ async fn authenticate(
             Some((Downstream::Plain(tcp), CallerCert::assigned(id.clone())))
         }
         (CallerMode::Mtls, Some(acceptor)) => {
-            let timeout = outbound.config.limits.handshake_timeout;
+            let timeout = outbound.live.with(|s| s.config.limits.handshake_timeout);
             let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 // A refused SVID has been logged and counted by the verifier.
@@ -150,9 +150,10 @@ async fn tcp_call(
     let started = Instant::now();
     let _tracked = outbound.drain.track();
     let _open = outbound.metrics.stream_guard(Direction::Outbound);
-    let (service, peer_td) = (dest.service.as_str(), outbound.peer_domain(dest));
+    let snap = outbound.live.load();
+    let (service, peer_td) = (dest.service.as_str(), snap.peer_domain(dest));
     let metrics = &outbound.metrics;
-    match outbound.connect(&caller.id, dest, ctx).await {
+    match outbound.connect(&snap, &caller.id, dest, ctx).await {
         Ok(mut upstream) => {
             let r = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
             let result = match &r {

@@ -11,11 +11,13 @@ use tokio::net::TcpStream;
 
 use crate::config::{Destination, GatewayConfig, Import};
 use crate::drain::Drain;
-use crate::http::forward::{CallError, HttpClients};
+use crate::http::forward::CallError;
+use crate::live::{Live, Origin, Snapshot};
 use crate::metrics::Metrics;
-use crate::tunnel::dial::{DialError, PeerDialer};
+use crate::tunnel::dial::{DialError, PeerDialer, PeerSlots};
 use crate::tunnel::header::{Protocol, StreamHeader};
-use crate::upstream::{LocalUpstreams, RoundRobin, Unavailable};
+use crate::tunnel::quic::TunnelError;
+use crate::upstream::{RoundRobin, Unavailable};
 
 /// Why a local caller's connection could not be carried.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +74,9 @@ pub enum Route<'a> {
 /// The routing and connecting for local callers.
 #[derive(Debug)]
 pub struct Outbound {
-    pub config: Arc<GatewayConfig>,
-    pub upstreams: Arc<LocalUpstreams>,
+    /// The config in effect and what hangs on it (endpoints, peer slots).
+    pub live: Arc<Live>,
     pub dialer: PeerDialer,
-    pub http: HttpClients,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
 }
@@ -83,60 +84,31 @@ pub struct Outbound {
 impl Outbound {
     /// Routing for `config`, dialling peers with `dialer`, with its own
     /// metrics and drain.
-    pub fn new(config: Arc<GatewayConfig>, dialer: PeerDialer) -> Self {
-        Self::with_parts(config, dialer, Arc::default(), Drain::new())
+    pub fn new(config: Arc<GatewayConfig>, dialer: PeerDialer) -> Result<Self, TunnelError> {
+        let slots = dialer.slots(&config, &PeerSlots::new())?;
+        let live = Live::new(Snapshot::first(config, slots, Origin::default()));
+        Ok(Self::with_parts(live, dialer, Arc::default(), Drain::new()))
     }
 
     pub fn with_parts(
-        config: Arc<GatewayConfig>,
+        live: Arc<Live>,
         dialer: PeerDialer,
         metrics: Arc<Metrics>,
         drain: Drain,
     ) -> Self {
         Self {
-            upstreams: Arc::new(LocalUpstreams::from_config(&config)),
-            http: HttpClients::new(config.limits.connect_timeout),
-            config,
+            live,
             dialer,
             metrics,
             drain,
         }
     }
 
-    /// The trust domain on the other side of a call to `dest`: the peer's
-    /// for an import, this gateway's own otherwise (a metric label).
-    pub fn peer_domain(&self, dest: &Destination) -> &str {
-        self.config
-            .imports
-            .get(dest)
-            .and_then(|i| self.config.peers.get(&i.peer))
-            .map_or(self.config.trust_domain.as_str(), |p| {
-                p.trust_domain.as_str()
-            })
-    }
-
-    /// Where `dest` is served, if `caller` may go there: local services are
-    /// checked against the local rules here.
-    pub fn route(&self, caller: &SpiffeId, dest: &Destination) -> Result<Route<'_>, OutboundError> {
-        if let Some(rr) = self.upstreams.get(dest) {
-            if !self.config.authorizes(caller, dest) {
-                return Err(OutboundError::Denied {
-                    caller: caller.clone(),
-                    destination: dest.clone(),
-                });
-            }
-            return Ok(Route::Local(rr));
-        }
-        self.config
-            .imports
-            .get(dest)
-            .map(Route::Import)
-            .ok_or_else(|| OutboundError::NoRoute(dest.clone()))
-    }
-
-    /// Opens a stream to the peer that exports `import`, for `caller`.
+    /// Opens a stream to the peer that exports `import` (as of `snap`),
+    /// for `caller`.
     pub async fn open(
         &self,
+        snap: &Snapshot,
         import: &Import,
         caller: &SpiffeId,
         protocol: Protocol,
@@ -152,23 +124,28 @@ impl Outbound {
             request_id: ctx.request_id.clone(),
             protocol,
         };
-        let (send, recv) = self.dialer.open(&import.peer, &header).await?;
+        let timeout = snap.config.limits.handshake_timeout;
+        let (send, recv) = self
+            .dialer
+            .open(&snap.peers, timeout, &import.peer, &header)
+            .await?;
         Ok(tokio::io::join(recv, send))
     }
 
-    /// Connects `caller` to `dest` for a TCP call.
+    /// Connects `caller` to `dest` for a TCP call, by the config of `snap`.
     pub async fn connect(
         &self,
+        snap: &Snapshot,
         caller: &SpiffeId,
         dest: &Destination,
         ctx: &CallContext,
     ) -> Result<Upstream, OutboundError> {
-        match self.route(caller, dest)? {
+        match snap.route(caller, dest)? {
             Route::Local(rr) => Ok(Upstream::Local(
-                rr.connect(dest, self.config.limits.connect_timeout).await?,
+                rr.connect(dest, snap.config.limits.connect_timeout).await?,
             )),
             Route::Import(import) => Ok(Upstream::Peer(
-                self.open(import, caller, Protocol::Tcp, ctx).await?,
+                self.open(snap, import, caller, Protocol::Tcp, ctx).await?,
             )),
         }
     }

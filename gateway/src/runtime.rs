@@ -16,13 +16,15 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::admin::{AdminServer, AdminState};
+use crate::apply::{Applied, ApplyError, ConfigApplier, PeerTls};
 use crate::config::{CallerMode, GatewayConfig};
 use crate::drain::Drain;
 use crate::listener::{self, tls_acceptor};
+use crate::live::{Live, Origin, Snapshot};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::reload::{Credentials, DEFAULT_RELOAD_INTERVAL, ReloadTask};
-use crate::tunnel::dial::PeerDialer;
+use crate::tunnel::dial::{PeerDialer, PeerSlots};
 use crate::tunnel::quic::{TunnelError, codes};
 use crate::tunnel::serve::{Inbound, bind_peer_endpoint};
 
@@ -60,6 +62,7 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     drain: Drain,
     control: Control,
+    applier: ConfigApplier,
 }
 
 /// The admin listener, the credential reload task and what they share.
@@ -80,6 +83,8 @@ pub struct StartOptions {
     pub registry: prometheus::Registry,
     /// How often the credential files are read for changes.
     pub reload_interval: Duration,
+    /// Where the start config came from (shown in /config_dump).
+    pub origin: Origin,
 }
 
 impl Default for StartOptions {
@@ -87,6 +92,7 @@ impl Default for StartOptions {
         Self {
             registry: prometheus::Registry::new(),
             reload_interval: DEFAULT_RELOAD_INTERVAL,
+            origin: Origin::default(),
         }
     }
 }
@@ -189,14 +195,34 @@ pub async fn start_with(
     })?;
     let bundles = SharedBundles::new(load_bundles(&config)?);
     let metrics = Arc::new(Metrics::new(options.registry));
-    // From here the credentials have one owner: the reload task.
+    let observer = log_refusals(&metrics);
+    let family = config
+        .peers
+        .values()
+        .flat_map(|p| p.gateways.first())
+        .map(|g| g.addr.ip())
+        .next();
+    let bind_ip = match family {
+        Some(IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let dialer = PeerDialer::new(
+        &svid,
+        &bundles,
+        Some(observer.clone()),
+        SocketAddr::new(bind_ip, 0),
+    )?;
+    // From here the config in effect has one owner: `live`.
+    let slots = dialer.slots(&config, &PeerSlots::new())?;
+    let live = Live::new(Snapshot::first(config.clone(), slots, options.origin));
+    // And the credentials have one owner: the reload task.
     let credentials = Credentials::new(
         config.clone(),
         svid.clone(),
         bundles.clone(),
         metrics.clone(),
     );
-    let admin_state = AdminState::new(config.clone(), metrics.clone(), credentials.clone());
+    let admin_state = AdminState::with_live(live.clone(), metrics.clone(), credentials.clone());
     let admin = match config.admin {
         Some(addr) => Some(
             AdminServer::start(addr, admin_state.clone())
@@ -209,42 +235,32 @@ pub async fn start_with(
         ),
         None => None,
     };
-    let observer = log_refusals(&metrics);
     let mut tasks = Vec::new();
 
     let mut endpoint = None;
     let mut peer_listener = None;
+    let mut peer_tls = None;
     if let Some(addr) = config.peer_listener {
         let ep = bind_peer_endpoint(&config, &svid, &bundles, Some(observer.clone()), addr)?;
         peer_listener = ep.local_addr().ok();
-        let inbound = Inbound::with_parts(config.clone(), metrics.clone(), drain.clone());
+        let inbound = Inbound::with_parts(live.clone(), metrics.clone(), drain.clone());
         tasks.push(tokio::spawn(Arc::new(inbound).serve_endpoint(ep.clone())));
+        peer_tls = Some(PeerTls {
+            endpoint: ep.clone(),
+            svid: svid.clone(),
+            bundles: bundles.clone(),
+            observer: Some(observer.clone()),
+        });
         endpoint = Some(ep);
     }
 
-    let family = config
-        .peers
-        .values()
-        .flat_map(|p| p.gateways.first())
-        .map(|g| g.addr.ip())
-        .next();
-    let bind_ip = match family {
-        Some(IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    };
-    let dialer = PeerDialer::new(
-        &config,
-        &svid,
-        &bundles,
-        Some(observer.clone()),
-        SocketAddr::new(bind_ip, 0),
-    )?;
     let outbound = Arc::new(Outbound::with_parts(
-        config.clone(),
+        live.clone(),
         dialer,
         metrics.clone(),
         drain.clone(),
     ));
+    let applier = ConfigApplier::new(live, outbound.clone(), peer_tls, drain.clone());
 
     let mut listeners = BTreeMap::new();
     for l in &config.listeners {
@@ -295,6 +311,7 @@ pub async fn start_with(
             _admin: admin,
             _reload: reload,
         },
+        applier,
     })
 }
 
@@ -314,15 +331,40 @@ impl Running {
         self.control.credentials.reload_now();
     }
 
+    /// The snapshot of the config in effect.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.applier.current()
+    }
+
+    /// Puts a new config in effect without dropping anything open (see
+    /// [`ConfigApplier::apply`]); `origin` says where it came from.
+    pub fn apply_config(&self, new: GatewayConfig, origin: Origin) -> Result<Applied, ApplyError> {
+        self.applier.apply(new, origin)
+    }
+
+    /// Re-reads a config file and applies it (SIGHUP).
+    pub fn apply_file(&self, path: &Path) -> Result<Applied, ApplyError> {
+        self.applier.apply_file(path)
+    }
+
+    /// A handle that applies configs, to move into a task.
+    pub fn applier(&self) -> ConfigApplier {
+        self.applier.clone()
+    }
+
     /// Answers not ready on /readyz; stops accepting connections, streams
     /// and requests; lets open calls finish for up to `grace`; then closes
     /// the peer connections with DRAINING. The admin listener answers until
     /// the end.
     pub async fn shutdown(self, grace: Duration) {
         self.control.admin_state.set_draining();
-        self.drain.start();
-        if let Some(ep) = &self.endpoint {
-            ep.set_server_config(None);
+        {
+            // No apply may set a server config again behind the drain.
+            let _applies = self.applier.lock();
+            self.drain.start();
+            if let Some(ep) = &self.endpoint {
+                ep.set_server_config(None);
+            }
         }
         let open = self.drain.wait(grace).await;
         if open > 0 {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -55,6 +56,35 @@ impl RoundRobin {
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
+    }
+
+    /// The endpoints of a changed service: those it had before keep
+    /// their passive health; the turn starts over.
+    pub fn carry(endpoints: Vec<SocketAddr>, prev: &RoundRobin) -> Self {
+        let endpoints = endpoints
+            .into_iter()
+            .map(|addr| {
+                let down = prev
+                    .endpoints
+                    .iter()
+                    .find(|e| e.addr == addr)
+                    .map_or(0, |e| e.down_until_ms.load(Ordering::Relaxed));
+                Endpoint {
+                    addr,
+                    down_until_ms: AtomicU64::new(down),
+                }
+            })
+            .collect();
+        Self {
+            endpoints,
+            next: AtomicUsize::new(0),
+            epoch: prev.epoch,
+        }
+    }
+
+    /// The endpoints, in config order.
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.endpoints.iter().map(|e| e.addr)
     }
 
     fn now_ms(&self) -> u64 {
@@ -114,7 +144,7 @@ impl RoundRobin {
 /// Every local service's endpoints, from a config.
 #[derive(Debug, Default)]
 pub struct LocalUpstreams {
-    by_destination: BTreeMap<Destination, RoundRobin>,
+    by_destination: BTreeMap<Destination, Arc<RoundRobin>>,
 }
 
 impl LocalUpstreams {
@@ -123,12 +153,32 @@ impl LocalUpstreams {
             by_destination: config
                 .services
                 .iter()
-                .map(|(d, s)| (d.clone(), RoundRobin::new(s.endpoints.clone())))
+                .map(|(d, s)| (d.clone(), Arc::new(RoundRobin::new(s.endpoints.clone()))))
                 .collect(),
         }
     }
 
+    /// The endpoints of a new config, taking over what `prev` knew: a
+    /// service whose endpoints are unchanged keeps its round robin and
+    /// passive health whole; a changed one keeps the health of the
+    /// endpoints it still has.
+    pub fn next(config: &GatewayConfig, prev: &LocalUpstreams) -> Self {
+        let by_destination = config
+            .services
+            .iter()
+            .map(|(d, s)| {
+                let rr = match prev.by_destination.get(d) {
+                    Some(rr) if rr.addrs().eq(s.endpoints.iter().copied()) => rr.clone(),
+                    Some(rr) => Arc::new(RoundRobin::carry(s.endpoints.clone(), rr)),
+                    None => Arc::new(RoundRobin::new(s.endpoints.clone())),
+                };
+                (d.clone(), rr)
+            })
+            .collect();
+        Self { by_destination }
+    }
+
     pub fn get(&self, dest: &Destination) -> Option<&RoundRobin> {
-        self.by_destination.get(dest)
+        self.by_destination.get(dest).map(|rr| &**rr)
     }
 }

@@ -176,7 +176,7 @@ fn each_mistake_names_its_field() {
         (
             "- trust_domain: east.acme.example\n\nlimits",
             "- {}\n\nlimits",
-            "authorization[0].allow[1]",
+            "authorization[0].allow[3]",
             "exactly one of",
         ),
         (
@@ -241,4 +241,56 @@ fn unknown_fields_and_garbage_are_refused() {
     }
     let missing = GatewayConfig::load(Path::new("/nonexistent/gw.yaml")).unwrap_err();
     assert!(missing.to_string().contains("/nonexistent/gw.yaml"));
+}
+
+#[test]
+fn identity_maps_and_rule_principals_are_checked_field_by_field() {
+    let base = example();
+    let cfg = parse(&base).unwrap();
+    let west = causeway_trust::TrustDomain::new("west.globex.example").unwrap();
+    let api = SpiffeId::workload("spiffe://west.globex.example/ns/payments/sa/api").unwrap();
+    let other = SpiffeId::workload("spiffe://west.globex.example/ns/shop/sa/web").unwrap();
+    let mapped = cfg.identity_map.lookup(&west, &api);
+    assert_eq!(mapped.map(|p| p.as_str()), Some("payments-team"));
+    assert_eq!(cfg.identity_map.lookup(&west, &other), None);
+    let inv = dest("inventory", 8080);
+    let auditor = SpiffeId::workload("spiffe://west.globex.example/ns/audit/sa/x").unwrap();
+    assert!(cfg.authorizes(&auditor, &inv));
+    assert!(!cfg.authorizes(&other, &inv));
+    let other_mapped = SpiffeId::workload("spiffe://west.globex.example/ns/payments/sa/b").unwrap();
+    assert!(!cfg.authorizes(&other_mapped, &inv));
+    assert!(cfg.authorizes_as(
+        &other_mapped,
+        cfg.identity_map.lookup(&west, &other_mapped),
+        &inv
+    ));
+
+    let bad = base.replace(
+        "    principal: payments-team\n",
+        "    principal: payments-team\n  - peer_trust_domain: west.globex.example\n    pattern: spiffe://west.globex.example/ns/*/sa/api\n    principal: api-callers\n  - peer_trust_domain: third.example\n    pattern: spiffe://east.acme.example/x/**\n    principal: x\n  - peer_trust_domain: west.globex.example\n    pattern: spiffe://west.globex.example/a*\n    principal: Bad\n",
+    )
+    .replace(
+        "\n\nlimits",
+        "\n  - service: inventory\n    allow:\n      - {id: spiffe://west.globex.example/a, principal: x}\n\nlimits",
+    );
+    let p = problems(&bad);
+    let at = |f: &str| {
+        p.iter()
+            .find(|(field, _)| field == f)
+            .unwrap_or_else(|| panic!("no problem at {f}: {p:?}"))
+            .1
+            .clone()
+    };
+    assert!(
+        at("identity_map[1].pattern").contains("both match"),
+        "{p:?}"
+    );
+    assert!(
+        at("identity_map[2].peer_trust_domain")
+            .contains("not the trust domain of a configured peer")
+    );
+    assert!(at("identity_map[2].pattern").contains("not in the peer's trust domain"));
+    assert!(at("identity_map[3].pattern").contains("wildcard"), "{p:?}");
+    at("identity_map[3].principal");
+    assert!(at("authorization[1].allow[0]").contains("exactly one"));
 }

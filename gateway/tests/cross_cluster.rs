@@ -110,15 +110,8 @@ limits:
     let bundles =
         SharedBundles::new(BundleSet::from_bundles([east.bundle(), west.bundle()]).unwrap());
     let svid = SvidSource::new(east.svid("/gateway/east-1")).unwrap();
-    let dialer = PeerDialer::new(
-        &config,
-        &svid,
-        &bundles,
-        None,
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
-    let outbound = Arc::new(Outbound::new(config.clone(), dialer));
+    let dialer = PeerDialer::new(&svid, &bundles, None, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let outbound = Arc::new(Outbound::new(config.clone(), dialer).unwrap());
     let mut addrs = Vec::new();
     for l in &config.listeners {
         // The config names fixed ports; tests take theirs from the OS.

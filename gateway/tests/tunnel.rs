@@ -286,7 +286,8 @@ fn inbound_checks_refuse_with_their_own_reasons() {
         assert_eq!(got.reason(), want, "{got}");
     }
     let ok = inbound::check(&config, &east_gw, &header(FRONTEND, "payments", 8080)).unwrap();
-    assert_eq!(ok.service.as_str(), "payments");
+    assert_eq!(ok.destination.service.as_str(), "payments");
+    assert_eq!(ok.principal, None);
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //!
 //! Once every listener is bound it prints one JSON line on stdout with the
 //! bound addresses (useful with port 0), then logs on stderr. SIGHUP reads
-//! the credential files at once instead of at the next poll.
+//! the credential files at once instead of at the next poll, and re-reads
+//! the config file and applies it live (what changed is logged, or why it
+//! was refused; a refused config leaves the one in effect serving).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use causeway_gateway::config::GatewayConfig;
+use causeway_gateway::live::Origin;
 use causeway_gateway::runtime::StartOptions;
 use clap::Args;
 
@@ -50,6 +53,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let options = StartOptions {
             reload_interval: args.reload_interval,
+            origin: Origin::new(args.config.display().to_string(), None),
             ..StartOptions::default()
         };
         let running = causeway_gateway::runtime::start_with(config, options).await?;
@@ -60,7 +64,23 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
             "listeners": running.listeners.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
         });
         say!("{ready}");
-        wait_for_signal(|| running.reload_now()).await?;
+        wait_for_signal(|| {
+            running.reload_now();
+            match running.apply_file(&args.config) {
+                Ok(applied) => tracing::info!(
+                    file = %args.config.display(),
+                    generation = applied.generation,
+                    "SIGHUP: config reloaded: {}",
+                    applied.changes
+                ),
+                Err(e) => tracing::error!(
+                    file = %args.config.display(),
+                    reason = e.reason(),
+                    "SIGHUP: config not applied, the one in effect stays: {e}"
+                ),
+            }
+        })
+        .await?;
         running.shutdown(args.drain).await;
         Ok(ExitCode::SUCCESS)
     })
@@ -76,7 +96,7 @@ async fn wait_for_signal(reload: impl Fn()) -> anyhow::Result<()> {
             _ = term.recv() => return Ok(()),
             r = tokio::signal::ctrl_c() => return r.context("Ctrl-C handler"),
             Some(()) = hup.recv() => {
-                tracing::info!("SIGHUP: reading the credential files now");
+                tracing::info!("SIGHUP: reading the credential files and the config now");
                 reload();
             }
         }

@@ -16,7 +16,7 @@ use causeway_trust::{SpiffeId, TrustDomain};
 
 use crate::admission::ResourceSet;
 use crate::names::PrincipalName;
-use crate::pattern::Segment;
+use crate::pattern::{IdPattern, Segment};
 use crate::peering::Peering;
 
 #[derive(Debug, Default)]
@@ -90,6 +90,27 @@ impl IdentityMap {
                 root.insert(rule.from.segments(), &rule.principal);
                 map.rules += 1;
             }
+        }
+        map
+    }
+
+    /// Compiles rules given one by one: (peer trust domain, pattern,
+    /// principal). A gateway's config carries its identity map this way.
+    /// A pattern of another trust domain than the one it is filed under
+    /// never matches (lookups check the caller's domain first).
+    pub fn from_rules<'a>(
+        rules: impl IntoIterator<Item = (&'a TrustDomain, &'a IdPattern, &'a PrincipalName)>,
+    ) -> Self {
+        let mut map = Self::default();
+        for (td, pattern, principal) in rules {
+            if pattern.trust_domain() != td {
+                continue;
+            }
+            map.domains
+                .entry(td.as_str().to_owned())
+                .or_default()
+                .insert(pattern.segments(), principal);
+            map.rules += 1;
         }
         map
     }

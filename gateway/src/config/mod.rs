@@ -3,6 +3,8 @@
 //! produce a [`raw::RawConfig`]; [`GatewayConfig::from_raw`] checks it whole
 //! and reports every problem with the field it is in.
 
+mod identity;
+pub mod live;
 pub mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +17,9 @@ use causeway_trust::{SpiffeId, TrustDomain};
 
 use crate::service::ServiceName;
 use crate::tunnel::header::DEFAULT_MAX_HEADER_LEN;
+pub use causeway_resources::names::PrincipalName;
+pub use causeway_resources::{IdPattern, PatternError};
+pub use identity::{IdentityRule, IdentityRules, Principal};
 use raw::RawConfig;
 
 /// One problem in a config: where it is and what is wrong.
@@ -100,22 +105,6 @@ pub struct Peer {
     pub gateways: Vec<PeerGateway>,
 }
 
-/// Who a rule lets in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    Id(SpiffeId),
-    TrustDomain(TrustDomain),
-}
-
-impl Principal {
-    pub fn matches(&self, id: &SpiffeId) -> bool {
-        match self {
-            Self::Id(p) => p == id,
-            Self::TrustDomain(td) => id.is_member_of(td),
-        }
-    }
-}
-
 /// An allow rule; anything no rule allows is denied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -175,6 +164,8 @@ pub struct GatewayConfig {
     pub imports: BTreeMap<Destination, Import>,
     pub peers: BTreeMap<String, Peer>,
     pub rules: Vec<Rule>,
+    /// Foreign callers to local principals, applied on inbound.
+    pub identity_map: IdentityRules,
     pub limits: Limits,
 }
 
@@ -217,10 +208,21 @@ impl GatewayConfig {
 
     /// The rules' decision for a caller reaching a local destination.
     pub fn authorizes(&self, caller: &SpiffeId, dest: &Destination) -> bool {
+        self.authorizes_as(caller, None, dest)
+    }
+
+    /// The rules' decision for a caller that the identity map gave the
+    /// local principal `mapped` (none for a local or unmapped caller).
+    pub fn authorizes_as(
+        &self,
+        caller: &SpiffeId,
+        mapped: Option<&PrincipalName>,
+        dest: &Destination,
+    ) -> bool {
         self.rules.iter().any(|r| {
             r.service.as_ref().is_none_or(|s| *s == dest.service)
                 && (r.ports.is_empty() || r.ports.contains(&dest.port))
-                && r.allow.iter().any(|p| p.matches(caller))
+                && r.allow.iter().any(|p| p.matches(caller, mapped))
         })
     }
 }
@@ -329,6 +331,8 @@ impl Validator {
         let peers = self.peers(&raw, trust_domain.as_ref(), &bundles);
         let services = self.services(&raw);
         let imports = self.imports(&raw, &services, &peers);
+        let peer_domains = peers.values().map(|p| p.trust_domain.clone()).collect();
+        let identity_map = self.identity_map(&raw, &peer_domains);
         let listeners = self.listeners(&raw, trust_domain.as_ref(), &services, &imports);
         let rules = self.rules(&raw, &services);
         let admin = raw
@@ -403,6 +407,7 @@ impl Validator {
             imports,
             peers,
             rules,
+            identity_map,
             limits,
         })
     }
@@ -714,25 +719,9 @@ impl Validator {
                     "a rule must allow someone (deny is the default)",
                 );
             }
-            let mut allow = Vec::new();
-            for (j, p) in r.allow.iter().enumerate() {
-                let field = format!("{at}.allow[{j}]");
-                match (&p.id, &p.trust_domain) {
-                    (Some(id), None) => {
-                        allow.extend(
-                            self.check(format!("{field}.id"), SpiffeId::workload(id))
-                                .map(Principal::Id),
-                        );
-                    }
-                    (None, Some(td)) => {
-                        allow.extend(
-                            self.check(format!("{field}.trust_domain"), TrustDomain::new(td))
-                                .map(Principal::TrustDomain),
-                        );
-                    }
-                    _ => self.problem(field, "set exactly one of id or trust_domain"),
-                }
-            }
+            let allow = (r.allow.iter().enumerate())
+                .filter_map(|(j, p)| self.principal(&format!("{at}.allow[{j}]"), p))
+                .collect();
             rules.push(Rule {
                 service,
                 ports: r.ports.clone(),

@@ -33,6 +33,9 @@ pub struct RawConfig {
     pub peers: Vec<RawPeer>,
     #[serde(default)]
     pub authorization: Vec<RawRule>,
+    /// Foreign callers mapped to local principals on inbound.
+    #[serde(default)]
+    pub identity_map: Vec<RawIdentityRule>,
     #[serde(default)]
     pub limits: RawLimits,
 }
@@ -149,6 +152,22 @@ pub struct RawPrincipal {
     pub id: Option<String>,
     #[serde(default)]
     pub trust_domain: Option<String>,
+    /// A SPIFFE ID pattern (`*` one segment, a final `**` the rest).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// A local principal that the identity map gives foreign callers.
+    #[serde(default)]
+    pub principal: Option<String>,
+}
+
+/// Callers that gateways of `peer_trust_domain` assert, matching
+/// `pattern`, are `principal` here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityRule {
+    pub peer_trust_domain: String,
+    pub pattern: String,
+    pub principal: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Headers a gateway owns on an HTTP call: the hop-by-hop ones (removed at
-//! every hop), `x-forwarded-client-cert` (removed from what callers send,
-//! set only by the gateway that hands the call to the upstream), the W3C
+//! every hop), `x-forwarded-client-cert` and `x-causeway-principal`
+//! (removed from what callers send, set only by the gateway that hands the
+//! call to the upstream), the W3C
 //! `traceparent` (kept when valid, started otherwise), the request id, and
 //! the call's deadline.
 
@@ -10,6 +11,7 @@ use causeway_trust::SpiffeId;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::config::PrincipalName;
 use crate::tunnel::header::{MAX_REQUEST_ID_LEN, check_text, check_traceparent};
 
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -17,6 +19,10 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// The local principal the identity map gave a foreign caller; set only by
+/// the gateway that hands an inbound call to the upstream, removed from
+/// everything else.
+pub const PRINCIPAL: HeaderName = HeaderName::from_static("x-causeway-principal");
 /// On a response the gateway made itself: why the call was not carried.
 pub const REFUSAL: HeaderName = HeaderName::from_static("x-causeway-refusal");
 
@@ -49,6 +55,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes the identity headers only a gateway may set: XFCC and
+/// `x-causeway-principal`, every instance.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    headers.remove(XFCC);
+    headers.remove(PRINCIPAL);
+}
+
+/// Sets `x-causeway-principal` to the caller's mapped local principal.
+pub fn set_principal(headers: &mut HeaderMap, principal: &PrincipalName) {
+    // Principal names are a-z 0-9 . - _: always a valid value.
+    if let Ok(v) = HeaderValue::from_str(principal.as_str()) {
+        headers.insert(PRINCIPAL, v);
     }
 }
 

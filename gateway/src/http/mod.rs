@@ -10,8 +10,9 @@
 //! ```
 //!
 //! A peer's request, on a tunnel stream whose header the inbound checks
-//! passed: strip XFCC, set it from the stream header's caller, hand it to a
-//! local endpoint.
+//! passed: strip XFCC and `x-causeway-principal`, set XFCC from the stream
+//! header's caller and the principal from the identity map (when it maps
+//! the caller), hand it to a local endpoint.
 
 pub mod forward;
 pub mod headers;
@@ -38,10 +39,12 @@ use tracing::{debug, info};
 
 use crate::config::{Destination, GatewayConfig};
 use crate::drain::Tracked;
+use crate::live::Snapshot;
 use crate::metrics::{Direction, Metrics, StreamGuard};
 use crate::outbound::{CallContext, Outbound, Route};
 use crate::service::ServiceName;
 use crate::tunnel::header::{Protocol, StreamHeader};
+use crate::tunnel::inbound::Admitted;
 use crate::tunnel::serve::Inbound;
 use forward::{Body, CallError, incoming};
 use headers::CallerCert;
@@ -116,21 +119,23 @@ async fn call(ob: &Outbound, caller: &CallerCert, req: Request<Incoming>) -> Res
     );
     let downstream_h2 = req.version() == Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
-    let dest = match route(&ob.config, &parts) {
+    // The config in effect for this whole call.
+    let snap = ob.live.load();
+    let dest = match route(&snap.config, &parts) {
         Ok(d) => d,
         Err(e) => return refuse(&ob.metrics, Direction::Outbound, "", "", e, started),
     };
     headers::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(headers::XFCC);
+    headers::strip_identity(&mut parts.headers);
     let (traceparent, tracestate) = headers::ensure_trace(&mut parts.headers);
     let request_id = headers::ensure_request_id(&mut parts.headers);
-    let deadline = headers::deadline(&parts.headers, ob.config.limits.request_timeout, None);
-    let peer_td = ob.peer_domain(&dest);
-    let result = match ob.route(&caller.id, &dest) {
+    let deadline = headers::deadline(&parts.headers, snap.config.limits.request_timeout, None);
+    let peer_td = snap.peer_domain(&dest);
+    let result = match snap.route(&caller.id, &dest) {
         Err(e) => Err(CallError::from(e)),
         Ok(Route::Local(endpoints)) => {
-            headers::set_xfcc(&mut parts.headers, &ob.config.id, caller);
-            ob.http
+            headers::set_xfcc(&mut parts.headers, &snap.config.id, caller);
+            snap.http
                 .send(
                     endpoints,
                     &dest,
@@ -153,7 +158,7 @@ async fn call(ob: &Outbound, caller: &CallerCert, req: Request<Incoming>) -> Res
             } else {
                 Protocol::Http1
             };
-            match ob.open(import, &caller.id, protocol, &ctx).await {
+            match ob.open(&snap, import, &caller.id, protocol, &ctx).await {
                 Ok(stream) => {
                     tunnel::send(stream, parts, incoming(body), &import.remote, deadline).await
                 }
@@ -261,32 +266,38 @@ impl Inbound {
     /// version the caller spoke.
     pub(crate) async fn http_call(
         &self,
+        snap: &Snapshot,
         header: &StreamHeader,
-        dest: &Destination,
+        admitted: &Admitted,
         peer_td: &str,
         req: Request<Incoming>,
     ) -> Response<Body> {
         let started = Instant::now();
+        let dest = &admitted.destination;
         let guards = (
             self.drain.track(),
             self.metrics.stream_guard(Direction::Inbound),
         );
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
+        headers::strip_identity(&mut parts.headers);
         headers::set_xfcc(
             &mut parts.headers,
-            &self.config.id,
+            &snap.config.id,
             &CallerCert::assigned(header.caller.clone()),
         );
+        if let Some(p) = &admitted.principal {
+            headers::set_principal(&mut parts.headers, p);
+        }
         headers::ensure_trace(&mut parts.headers);
         let deadline = headers::deadline(
             &parts.headers,
-            self.config.limits.request_timeout,
+            snap.config.limits.request_timeout,
             header.deadline,
         );
-        let result = match self.upstreams.get(dest) {
+        let result = match snap.upstreams.get(dest) {
             Some(endpoints) => {
-                self.http
+                snap.http
                     .send(
                         endpoints,
                         dest,

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_trust::tls::SvidSource;
+use causeway_trust::verify::RefusalObserver;
 use causeway_trust::{Expected, SharedBundles, SpiffeVerifier};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{GatewayConfig, Peer};
+use crate::config::{GatewayConfig, Limits, Peer};
 use crate::tunnel::header::StreamHeader;
 use crate::tunnel::quic::{TunnelError, quic_client_config};
 use crate::tunnel::udp;
@@ -54,73 +55,119 @@ struct SlotState {
     not_before: Option<Instant>,
 }
 
+/// One peer's dialling state: its gateways, a client config that accepts
+/// only their IDs, and the connection in use. A config that changes the
+/// peer gets a new slot (new calls connect anew, verifying the new IDs);
+/// the old slot's connection lives on while its streams do.
 #[derive(Debug)]
-struct Slot {
+pub struct Slot {
     peer: Peer,
+    /// The QUIC transport limits `client` was built with.
+    transport: (Duration, u32),
     client: quinn::ClientConfig,
     state: Mutex<SlotState>,
 }
 
-/// The connections from this gateway to its peers' gateways.
-#[derive(Debug)]
+/// The dialling state of every configured peer, by peer name: part of the
+/// config snapshot in effect.
+pub type PeerSlots = BTreeMap<String, Arc<Slot>>;
+
+/// The connections from this gateway to its peers' gateways: one client
+/// endpoint, and what a new slot's TLS config needs.
 pub struct PeerDialer {
     endpoint: quinn::Endpoint,
-    slots: BTreeMap<String, Slot>,
-    handshake_timeout: Duration,
+    svid: SvidSource,
+    bundles: SharedBundles,
+    observer: Option<RefusalObserver>,
+}
+
+impl std::fmt::Debug for PeerDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerDialer")
+            .field("endpoint", &self.endpoint)
+            .field("observer", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn transport_of(limits: &Limits) -> (Duration, u32) {
+    (limits.idle_timeout, limits.max_streams_per_connection)
 }
 
 impl PeerDialer {
-    /// One client endpoint on `bind` (port 0 for any), and a client config
-    /// per peer that accepts only that peer's gateway IDs.
+    /// One client endpoint on `bind` (port 0 for any); slots verify peers
+    /// with `bundles` and present `svid`.
     pub fn new(
-        config: &GatewayConfig,
         svid: &SvidSource,
         bundles: &SharedBundles,
-        observer: Option<causeway_trust::verify::RefusalObserver>,
+        observer: Option<RefusalObserver>,
         bind: SocketAddr,
     ) -> Result<Self, TunnelError> {
         let endpoint = std::net::UdpSocket::bind(bind)
             .and_then(|socket| udp::endpoint(socket, None))
             .map_err(|source| TunnelError::Bind { addr: bind, source })?;
-        let mut slots = BTreeMap::new();
-        for (name, peer) in &config.peers {
-            let mut verifier = SpiffeVerifier::new(
-                bundles.clone(),
-                Expected::ids(peer.gateways.iter().map(|g| g.id.clone())),
-            );
-            if let Some(o) = &observer {
-                verifier = verifier.with_observer(o.clone());
-            }
-            let client = quic_client_config(svid, Arc::new(verifier), &config.limits)?;
-            slots.insert(
-                name.clone(),
-                Slot {
-                    peer: peer.clone(),
-                    client,
-                    state: Mutex::new(SlotState::default()),
-                },
-            );
-        }
         Ok(Self {
             endpoint,
-            slots,
-            handshake_timeout: config.limits.handshake_timeout,
+            svid: svid.clone(),
+            bundles: bundles.clone(),
+            observer,
         })
     }
 
-    /// Opens a stream to `peer` and writes `header` on it.
+    /// The slots of `config`'s peers. A peer unchanged since `prev` (same
+    /// gateways, same QUIC limits) keeps its slot and its connection.
+    pub fn slots(
+        &self,
+        config: &GatewayConfig,
+        prev: &PeerSlots,
+    ) -> Result<PeerSlots, TunnelError> {
+        let transport = transport_of(&config.limits);
+        let mut slots = BTreeMap::new();
+        for (name, peer) in &config.peers {
+            if let Some(old) = prev.get(name)
+                && old.peer == *peer
+                && old.transport == transport
+            {
+                slots.insert(name.clone(), old.clone());
+                continue;
+            }
+            let mut verifier = SpiffeVerifier::new(
+                self.bundles.clone(),
+                Expected::ids(peer.gateways.iter().map(|g| g.id.clone())),
+            );
+            if let Some(o) = &self.observer {
+                verifier = verifier.with_observer(o.clone());
+            }
+            let client = quic_client_config(&self.svid, Arc::new(verifier), &config.limits)?;
+            slots.insert(
+                name.clone(),
+                Arc::new(Slot {
+                    peer: peer.clone(),
+                    transport,
+                    client,
+                    state: Mutex::new(SlotState::default()),
+                }),
+            );
+        }
+        Ok(slots)
+    }
+
+    /// Opens a stream to `peer` (one of `slots`) and writes `header` on it;
+    /// a new connection must finish its handshake within
+    /// `handshake_timeout`.
     pub async fn open(
         &self,
+        slots: &PeerSlots,
+        handshake_timeout: Duration,
         peer: &str,
         header: &StreamHeader,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), DialError> {
-        let slot = self
-            .slots
+        let slot = slots
             .get(peer)
             .ok_or_else(|| DialError::UnknownPeer(peer.to_owned()))?;
         // Two tries: the held connection may turn out to be dead.
         for _ in 0..2 {
-            let conn = self.connection(peer, slot).await?;
+            let conn = self.connection(peer, slot, handshake_timeout).await?;
             match conn.open_bi().await {
                 Ok((mut send, recv)) => {
                     send.write_all(&header.encode())
@@ -144,7 +191,12 @@ impl PeerDialer {
     }
 
     /// The live connection to a peer, connecting if there is none.
-    async fn connection(&self, name: &str, slot: &Slot) -> Result<quinn::Connection, DialError> {
+    async fn connection(
+        &self,
+        name: &str,
+        slot: &Slot,
+        handshake_timeout: Duration,
+    ) -> Result<quinn::Connection, DialError> {
         let mut st = slot.state.lock().await;
         if let Some(c) = &st.conn
             && c.close_reason().is_none()
@@ -165,7 +217,7 @@ impl PeerDialer {
         for i in 0..n {
             let idx = (st.next + i) % n;
             let gw = &slot.peer.gateways[idx];
-            match self.connect_one(slot, gw.addr).await {
+            match self.connect_one(slot, gw.addr, handshake_timeout).await {
                 Ok(conn) => {
                     info!(peer = name, gateway = %gw.id, addr = %gw.addr, "connected to peer gateway");
                     st.conn = Some(conn.clone());
@@ -196,15 +248,16 @@ impl PeerDialer {
         &self,
         slot: &Slot,
         addr: SocketAddr,
+        timeout: Duration,
     ) -> Result<quinn::Connection, String> {
         let connecting = self
             .endpoint
             .connect_with(slot.client.clone(), addr, "peer.gateway.causeway.invalid")
             .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(self.handshake_timeout, connecting).await {
+        match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no handshake within {:?}", self.handshake_timeout)),
+            Err(_) => Err(format!("no handshake within {timeout:?}")),
         }
     }
 }

@@ -5,12 +5,15 @@
 //! 1. the peer is one of the gateways configured for a peer of that domain;
 //! 2. the caller in the stream header belongs to that same domain: a
 //!    gateway never speaks for a third domain;
-//! 3. the destination is a local service;
-//! 4. a rule allows the caller to reach it (deny by default).
+//! 3. the caller is mapped to at most one local principal by the identity
+//!    map (a caller no entry matches keeps only its SPIFFE ID);
+//! 4. the destination is a local service;
+//! 5. a rule allows the caller to reach it (deny by default): by its ID,
+//!    its trust domain, a pattern, or the principal it was mapped to.
 
 use causeway_trust::{SpiffeId, TrustDomain};
 
-use crate::config::{Destination, GatewayConfig};
+use crate::config::{Destination, GatewayConfig, PrincipalName};
 use crate::tunnel::header::StreamHeader;
 
 /// Why an inbound stream was refused. Each has its own metric label.
@@ -28,11 +31,26 @@ pub enum Refusal {
     },
     #[error("{}:{} is not a local service", .destination.service, .destination.port)]
     UnknownService { destination: Destination },
-    #[error("no rule allows {caller} to reach {}:{}", .destination.service, .destination.port)]
+    #[error("no rule allows {caller}{} to reach {}:{}", as_principal(.principal.as_ref()),
+        .destination.service, .destination.port)]
     Denied {
         caller: SpiffeId,
+        /// What the identity map made of the caller.
+        principal: Option<PrincipalName>,
         destination: Destination,
     },
+}
+
+fn as_principal(p: Option<&PrincipalName>) -> String {
+    p.map(|p| format!(" (principal {p})")).unwrap_or_default()
+}
+
+/// A stream that passed the checks: where it goes, and the local principal
+/// the caller was mapped to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub destination: Destination,
+    pub principal: Option<PrincipalName>,
 }
 
 impl Refusal {
@@ -48,12 +66,12 @@ impl Refusal {
 }
 
 /// Runs the inbound checks for a stream from `gateway` carrying `header`.
-/// Returns the local destination to connect to.
+/// Returns the local destination to connect to and the caller's principal.
 pub fn check(
     config: &GatewayConfig,
     gateway: &SpiffeId,
     header: &StreamHeader,
-) -> Result<Destination, Refusal> {
+) -> Result<Admitted, Refusal> {
     let peer = config
         .peers
         .values()
@@ -70,6 +88,9 @@ pub fn check(
             peer_domain: peer.trust_domain.clone(),
         });
     }
+    let principal = config
+        .identity_map
+        .lookup(&peer.trust_domain, &header.caller);
     let destination = Destination {
         service: header.service.clone(),
         port: header.port,
@@ -77,11 +98,15 @@ pub fn check(
     if !config.services.contains_key(&destination) {
         return Err(Refusal::UnknownService { destination });
     }
-    if !config.authorizes(&header.caller, &destination) {
+    if !config.authorizes_as(&header.caller, principal, &destination) {
         return Err(Refusal::Denied {
             caller: header.caller.clone(),
+            principal: principal.cloned(),
             destination,
         });
     }
-    Ok(destination)
+    Ok(Admitted {
+        destination,
+        principal: principal.cloned(),
+    })
 }

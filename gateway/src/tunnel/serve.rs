@@ -5,7 +5,6 @@
 //! accept stream → read header (bounded in size and time) → inbound checks
 //! → connect a local endpoint → copy both ways until both sides close.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,20 +15,20 @@ use causeway_trust::verify::RefusalObserver;
 use causeway_trust::{Expected, SharedBundles, SpiffeId, SpiffeVerifier, TrustDomain};
 use hyper::service::service_fn;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::GatewayConfig;
 use crate::drain::Drain;
-use crate::http::forward::{CallError, HttpClients};
+use crate::http::forward::CallError;
 use crate::http::tunnel as http_tunnel;
+use crate::live::Live;
 use crate::metrics::{Direction, Metrics};
 use crate::tunnel::header::{HeaderError, Protocol, StreamHeader};
 use crate::tunnel::inbound::{self, Refusal};
 use crate::tunnel::quic::{TunnelError, codes, quic_server_config};
 use crate::tunnel::udp;
-use crate::upstream::{LocalUpstreams, Unavailable};
+use crate::upstream::Unavailable;
 
 /// How long a peer may take to send a stream header.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,28 +42,36 @@ pub fn bind_peer_endpoint(
     observer: Option<RefusalObserver>,
     addr: SocketAddr,
 ) -> Result<quinn::Endpoint, TunnelError> {
-    let mut verifier =
-        SpiffeVerifier::new(bundles.clone(), Expected::ids(config.peer_gateway_ids()));
-    if let Some(o) = observer {
-        verifier = verifier.with_observer(o);
-    }
-    let server = quic_server_config(svid, Arc::new(verifier), &config.limits)?;
+    let server = peer_server_config(config, svid, bundles, observer)?;
     std::net::UdpSocket::bind(addr)
         .and_then(|socket| udp::endpoint(socket, Some(server)))
         .map_err(|source| TunnelError::Bind { addr, source })
 }
 
+/// The peer listener's QUIC config for `config`: mTLS accepting only the
+/// configured peer gateways, and the config's QUIC limits. A running
+/// gateway sets a new one when a config changes them.
+pub fn peer_server_config(
+    config: &GatewayConfig,
+    svid: &SvidSource,
+    bundles: &SharedBundles,
+    observer: Option<RefusalObserver>,
+) -> Result<quinn::ServerConfig, TunnelError> {
+    let mut verifier =
+        SpiffeVerifier::new(bundles.clone(), Expected::ids(config.peer_gateway_ids()));
+    if let Some(o) = observer {
+        verifier = verifier.with_observer(o);
+    }
+    quic_server_config(svid, Arc::new(verifier), &config.limits)
+}
+
 /// What the inbound side needs, shared by every stream.
 #[derive(Debug)]
 pub struct Inbound {
-    pub config: Arc<GatewayConfig>,
-    pub upstreams: Arc<LocalUpstreams>,
-    pub http: HttpClients,
+    /// The config in effect: read once per stream.
+    pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
-    /// Streams each peer trust domain may have open at once, over all its
-    /// connections.
-    per_peer: BTreeMap<TrustDomain, Arc<Semaphore>>,
 }
 
 /// How one inbound stream ended.
@@ -112,23 +119,14 @@ fn fail(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: quinn:
 impl Inbound {
     /// The inbound side of `config`, with its own metrics and drain.
     pub fn new(config: Arc<GatewayConfig>) -> Self {
-        Self::with_parts(config, Arc::default(), Drain::new())
+        Self::with_parts(Live::without_dialer(config), Arc::default(), Drain::new())
     }
 
-    pub fn with_parts(config: Arc<GatewayConfig>, metrics: Arc<Metrics>, drain: Drain) -> Self {
-        let limit = usize::try_from(config.limits.max_streams_per_peer).unwrap_or(usize::MAX);
-        let per_peer = config
-            .peers
-            .values()
-            .map(|p| (p.trust_domain.clone(), Arc::new(Semaphore::new(limit))))
-            .collect();
+    pub fn with_parts(live: Arc<Live>, metrics: Arc<Metrics>, drain: Drain) -> Self {
         Self {
-            upstreams: Arc::new(LocalUpstreams::from_config(&config)),
-            http: HttpClients::new(config.limits.connect_timeout),
-            config,
+            live,
             metrics,
             drain,
-            per_peer,
         }
     }
 
@@ -166,13 +164,22 @@ impl Inbound {
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             let this = self.clone();
             let peer = peer.clone();
-            let permit = match self
-                .per_peer
-                .get(&td)
-                .map(|s| s.clone().try_acquire_owned())
-            {
-                Some(Ok(p)) => p,
-                _ => {
+            let permit = match self.live.with(|s| s.per_peer.get(&td).cloned()) {
+                Some(sem) => sem.try_acquire_owned(),
+                // The peer's domain is no longer configured: a connection
+                // made before the change serves no new stream.
+                None => {
+                    fail(&mut send, &mut recv, codes::REFUSED);
+                    let r = Refusal::NotAPeerGateway {
+                        gateway: peer.clone(),
+                    };
+                    warn!(peer = %peer, reason = r.reason(), "inbound stream refused: {r}");
+                    continue;
+                }
+            };
+            let permit = match permit {
+                Ok(p) => p,
+                Err(_) => {
                     fail(&mut send, &mut recv, codes::OVERLOADED);
                     warn!(peer = %peer, reason = "overloaded", "inbound stream refused: {}",
                         StreamError::Overloaded(td.clone()));
@@ -204,27 +211,28 @@ impl Inbound {
             fail(&mut send, &mut recv, codes::DRAINING);
             return Err(StreamError::Draining);
         }
-        let header = match tokio::time::timeout(
-            HEADER_TIMEOUT,
-            StreamHeader::read(&mut recv, self.config.limits.max_header_bytes),
-        )
-        .await
-        {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
-                fail(&mut send, &mut recv, codes::HEADER_INVALID);
-                self.count(&peer_td, "", e.reason(), started);
-                return Err(e.into());
-            }
-            Err(_) => {
-                fail(&mut send, &mut recv, codes::HEADER_INVALID);
-                self.count(&peer_td, "", "header_timeout", started);
-                return Err(StreamError::HeaderTimeout(HEADER_TIMEOUT));
-            }
-        };
+        let max_header = self.live.with(|s| s.config.limits.max_header_bytes);
+        let header =
+            match tokio::time::timeout(HEADER_TIMEOUT, StreamHeader::read(&mut recv, max_header))
+                .await
+            {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    fail(&mut send, &mut recv, codes::HEADER_INVALID);
+                    self.count(&peer_td, "", e.reason(), started);
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    fail(&mut send, &mut recv, codes::HEADER_INVALID);
+                    self.count(&peer_td, "", "header_timeout", started);
+                    return Err(StreamError::HeaderTimeout(HEADER_TIMEOUT));
+                }
+            };
         let http = header.protocol != Protocol::Tcp;
-        let dest = match inbound::check(&self.config, peer, &header) {
-            Ok(d) => d,
+        // The config in effect once the header is in, for the whole stream.
+        let snap = self.live.load();
+        let admitted = match inbound::check(&snap.config, peer, &header) {
+            Ok(a) => a,
             Err(r) => {
                 self.count(&peer_td, header.service.as_str(), r.reason(), started);
                 if http {
@@ -244,16 +252,20 @@ impl Inbound {
                 return Err(r.into());
             }
         };
-        debug!(peer = %peer, caller = %header.caller, service = %dest.service, port = dest.port,
+        let dest = admitted.destination.clone();
+        debug!(peer = %peer, caller = %header.caller, principal = ?admitted.principal,
+            service = %dest.service, port = dest.port,
             request_id = %header.request_id, "inbound stream accepted");
         if http {
             let this = self.clone();
-            let header = Arc::new(header);
+            let call = Arc::new((snap, header, admitted));
             let svc = service_fn(move |req| {
-                let (this, header, dest) = (this.clone(), header.clone(), dest.clone());
+                let (this, call) = (this.clone(), call.clone());
                 async move {
+                    let (snap, header, admitted) = &*call;
                     let td = header.caller.trust_domain();
-                    Ok::<_, Infallible>(this.http_call(&header, &dest, td.as_str(), req).await)
+                    let resp = this.http_call(snap, header, admitted, td.as_str(), req);
+                    Ok::<_, Infallible>(resp.await)
                 }
             });
             return http_tunnel::serve(tokio::io::join(recv, send), svc)
@@ -263,8 +275,8 @@ impl Inbound {
         let _tracked = self.drain.track();
         let _open = self.metrics.stream_guard(Direction::Inbound);
         let service = dest.service.as_str();
-        let upstream = match self.upstreams.get(&dest) {
-            Some(rr) => rr.connect(&dest, self.config.limits.connect_timeout).await,
+        let upstream = match snap.upstreams.get(&dest) {
+            Some(rr) => rr.connect(&dest, snap.config.limits.connect_timeout).await,
             None => Err(Unavailable {
                 service: dest.service.to_string(),
                 port: dest.port,

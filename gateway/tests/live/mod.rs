@@ -128,6 +128,7 @@ limits: {{handshake_timeout: 2s}}
             StartOptions {
                 registry: prometheus::Registry::new(),
                 reload_interval,
+                ..StartOptions::default()
             },
         )
         .await
