@@ -7,6 +7,8 @@
 //!
 //! - [`admin`]: the admin listener: /metrics, /healthz, /readyz, /config_dump;
 //! - [`config`]: the validated config model, from YAML or the control plane;
+//! - [`control`]: the control client of a gateway run by a controller:
+//!   join, SVID renewal, the config stream, the last good config on disk;
 //! - [`drain`]: open calls counted, so that a shutdown waits for them;
 //! - [`http`]: HTTP calls: routing by Host, the headers a gateway owns,
 //!   pooled upstream clients, HTTP over tunnel streams, the answers a
@@ -26,6 +28,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod drain;
 pub mod http;
 mod io;

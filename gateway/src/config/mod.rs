@@ -3,6 +3,7 @@
 //! produce a [`raw::RawConfig`]; [`GatewayConfig::from_raw`] checks it whole
 //! and reports every problem with the field it is in.
 
+pub mod control;
 pub mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -176,6 +177,8 @@ pub struct GatewayConfig {
     pub peers: BTreeMap<String, Peer>,
     pub rules: Vec<Rule>,
     pub limits: Limits,
+    /// Set when a federation controller runs this gateway.
+    pub controller: Option<control::ControllerSettings>,
 }
 
 impl GatewayConfig {
@@ -285,7 +288,8 @@ impl Validator {
         }
     }
 
-    fn config(&mut self, raw: RawConfig, base: &Path) -> Option<GatewayConfig> {
+    fn config(&mut self, mut raw: RawConfig, base: &Path) -> Option<GatewayConfig> {
+        let controller = self.controller(&mut raw, base);
         let trust_domain = self.check("trust_domain", TrustDomain::new(&raw.trust_domain));
         let id = self.check("id", SpiffeId::workload(&raw.id));
         if let (Some(td), Some(id)) = (&trust_domain, &id)
@@ -404,6 +408,7 @@ impl Validator {
             peers,
             rules,
             limits,
+            controller,
         })
     }
 
