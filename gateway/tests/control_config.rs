@@ -1,0 +1,131 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+//! The `controller:` section of the gateway's file: the example in config/
+//! loads, what it derives, and every mistake named by its field.
+
+use std::path::{Path, PathBuf};
+
+use causeway_gateway::config::GatewayConfig;
+use causeway_gateway::config::raw::RawConfig;
+use causeway_gateway::control::{ControlClient, ControlError, ControlOptions};
+use causeway_trust::TrustDomain;
+
+const BASE: &str = "trust_domain: east.example
+controller:
+  address: 127.0.0.1:7443
+  token_file: token
+  data_dir: data
+  name: edge-1
+";
+
+fn fields(text: &str) -> Vec<String> {
+    GatewayConfig::from_yaml("test.yaml", text, Path::new("/etc/causeway"))
+        .unwrap_err()
+        .problems
+        .into_iter()
+        .map(|p| p.field)
+        .collect()
+}
+
+#[test]
+fn the_example_loads_and_derives_id_svid_and_bundles() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/gateway-east-controlled.yaml");
+    let raw: RawConfig = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // The tcp listener names a service that only a snapshot brings; the
+    // control client checks it with each one. Without it the file is valid.
+    let mut probe = raw.clone();
+    probe.listeners.retain(|l| l.protocol != "tcp");
+    let cfg = GatewayConfig::from_raw("example", probe, path.parent().unwrap()).unwrap();
+    let c = cfg.controller.as_ref().unwrap();
+    assert_eq!(c.host, "controller.east.internal");
+    assert_eq!(c.port, 7443);
+    assert_eq!(
+        cfg.id.as_str(),
+        "spiffe://east.acme.example/causeway/gateway/east-1"
+    );
+    assert_eq!(
+        c.controller_id.as_str(),
+        "spiffe://east.acme.example/causeway/controller"
+    );
+    let data = Path::new("/var/lib/causeway/east-1");
+    assert_eq!(cfg.credentials.svid_cert, data.join("svid.pem"));
+    assert_eq!(cfg.credentials.svid_key, data.join("svid.pem"));
+    let td = TrustDomain::new("east.acme.example").unwrap();
+    assert_eq!(
+        cfg.credentials.bundles.get(&td).unwrap(),
+        &data.join("bundles/east.acme.example.json")
+    );
+    assert!(
+        c.token_file
+            .as_ref()
+            .unwrap()
+            .ends_with("config/east-1.token")
+    );
+}
+
+#[test]
+fn relative_paths_start_at_the_file() {
+    let cfg = GatewayConfig::from_yaml("t", BASE, Path::new("/etc/causeway")).unwrap();
+    let c = cfg.controller.unwrap();
+    assert_eq!(c.data_dir, Path::new("/etc/causeway/data"));
+    assert_eq!(c.token_file.unwrap(), Path::new("/etc/causeway/token"));
+}
+
+#[test]
+fn what_the_controller_provides_may_not_be_written() {
+    let f = fields(&format!(
+        "{BASE}svid: {{cert: a.pem, key: a.key}}\nbundles: [{{trust_domain: east.example, file: b.json}}]\nid: spiffe://east.example/other\n"
+    ));
+    for want in ["svid", "bundles", "id"] {
+        assert!(f.iter().any(|x| x == want), "{want} in {f:?}");
+    }
+}
+
+#[test]
+fn bad_controller_fields_are_named() {
+    let text = "trust_domain: east.example
+controller:
+  address: no-port
+  data_dir: ''
+  name: Edge/1
+";
+    let f = fields(text);
+    for want in [
+        "controller.address",
+        "controller.data_dir",
+        "controller.name",
+    ] {
+        assert!(f.iter().any(|x| x == want), "{want} in {f:?}");
+    }
+}
+
+#[test]
+fn without_a_controller_the_svid_is_required() {
+    let f = fields("trust_domain: east.example\nid: spiffe://east.example/gw\n");
+    assert!(f.iter().any(|x| x == "svid"), "{f:?}");
+}
+
+#[test]
+fn the_local_file_may_not_carry_services_or_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{BASE}services: [{{name: a, port: 80, endpoints: ['127.0.0.1:1']}}]\nauthorization: [{{service: a, allow: [{{trust_domain: east.example}}]}}]\n"
+    );
+    let raw: RawConfig = serde_saphyr::from_str(&text).unwrap();
+    let err = ControlClient::from_raw(
+        "test.yaml",
+        raw,
+        dir.path(),
+        ControlOptions::default(),
+        &prometheus::Registry::new(),
+    )
+    .unwrap_err();
+    let ControlError::Config(e) = err else {
+        panic!("{err}")
+    };
+    let f: Vec<&str> = e.problems.iter().map(|p| p.field.as_str()).collect();
+    assert!(
+        f.contains(&"services") && f.contains(&"authorization"),
+        "{f:?}"
+    );
+}
