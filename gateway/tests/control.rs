@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use causeway_gateway::control::join::JoinError;
 use causeway_gateway::control::tls::{PinRefusal, sha256_hex};
-use causeway_gateway::control::{cache, files::DataDir};
+use causeway_gateway::control::{authorities_digest, cache, files::DataDir};
 use causeway_proto::controller::v1::gateway_message::Message as FromGateway;
 use causeway_trust::VerifyError;
 use causeway_trust::testing::TestDomain;
@@ -291,4 +291,33 @@ async fn a_restart_with_the_controller_down_serves_the_cached_config() {
             .get()
             >= 1
     );
+}
+
+#[tokio::test]
+async fn holdings_are_sent_again_after_the_gateway_reloads_a_bundle() {
+    let west = TestDomain::new("west.example");
+    let ctl = TestController::start(Setup::default()).await;
+    ctl.set_initial(good_snapshot(1, &west));
+    let gw = GatewayDir::new(&ctl, &ctl.pin());
+    let client = gw.client();
+    client.ensure_svid().await.unwrap();
+    let starter = Starter::new(client.clone());
+    let _tasks = client.spawn(starter.clone());
+    starter.wait_running().await;
+    ctl.wait_for(|m| matches!(m, FromGateway::Ack(a) if a.version == 1 && a.error.is_empty()))
+        .await;
+
+    // West rotates its root: the controller sends the new bundle; the
+    // gateway's reload task swaps it in; the client reports what the
+    // running gateway now holds.
+    let rotated = TestDomain::new("west.example");
+    let mut next = good_snapshot(2, &west);
+    next.bundles[0].document = rotated.bundle().to_json();
+    ctl.push(next);
+    let digest = authorities_digest(&rotated.bundle());
+    ctl.wait_for(|m| {
+        matches!(m, FromGateway::Holdings(h)
+            if h.bundles.iter().any(|b| b.trust_domain == "west.example" && b.digest == digest))
+    })
+    .await;
 }

@@ -129,3 +129,112 @@ fn the_local_file_may_not_carry_services_or_rules() {
         "{f:?}"
     );
 }
+
+mod snapshots {
+    //! A controller's snapshot into the gateway's config: refusals name the
+    //! snapshot's field.
+
+    use std::path::Path;
+
+    use causeway_gateway::config::raw::RawConfig;
+    use causeway_gateway::control::snapshot::convert;
+    use causeway_proto::controller::v1 as pb;
+    use causeway_trust::testing::TestDomain;
+
+    fn template() -> RawConfig {
+        serde_saphyr::from_str(super::BASE).unwrap()
+    }
+
+    fn snapshot() -> pb::ConfigSnapshot {
+        let west = TestDomain::new("west.example");
+        pb::ConfigSnapshot {
+            version: 4,
+            bundles: vec![pb::Bundle {
+                trust_domain: "west.example".into(),
+                document: west.bundle().to_json(),
+                sequence: 1,
+                digest: String::new(),
+            }],
+            services: vec![pb::Service {
+                name: "payments".into(),
+                port: 8080,
+                protocol: "http".into(),
+                endpoints: vec!["127.0.0.1:9".into()],
+            }],
+            peers: vec![pb::Peer {
+                name: "west".into(),
+                trust_domain: "west.example".into(),
+                gateways: vec![pb::PeerGateway {
+                    address: "127.0.0.1:4999".into(),
+                    id: "spiffe://west.example/causeway/gateway/w1".into(),
+                }],
+            }],
+            authorization: vec![pb::Rule {
+                service: "payments".into(),
+                ports: vec![8080],
+                allow: vec![pb::Principal {
+                    r#match: Some(pb::principal::Match::Id(
+                        "spiffe://west.example/ns/a/sa/b".into(),
+                    )),
+                }],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn refused(s: &pb::ConfigSnapshot) -> Vec<String> {
+        let e = convert(&template(), Path::new("/etc/causeway"), s, |_| false).unwrap_err();
+        assert_eq!(
+            e.source_name,
+            format!("controller config version {}", s.version)
+        );
+        e.problems.into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn a_good_snapshot_converts_with_its_bundles() {
+        let c = convert(&template(), Path::new("/etc/causeway"), &snapshot(), |_| {
+            false
+        })
+        .unwrap();
+        assert_eq!(c.version, 4);
+        assert_eq!(c.bundles.len(), 1);
+        assert_eq!(c.config.rules.len(), 1);
+        assert_eq!(c.config.credentials.bundles.len(), 2, "own and west");
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let mut s = snapshot();
+        s.services[0].port = 70000;
+        s.services[0].protocol = "udp".into();
+        s.bundles[0].document = "{".into();
+        s.authorization[0].allow.push(pb::Principal {
+            r#match: Some(pb::principal::Match::Pattern(
+                "spiffe://west.example/ns/a/*".into(),
+            )),
+        });
+        s.authorization[0]
+            .allow
+            .push(pb::Principal { r#match: None });
+        let f = refused(&s);
+        for want in [
+            "services[0].port",
+            "services[0].protocol",
+            "bundles[0].document",
+            "peers[0].trust_domain",
+            "authorization[0].allow[1].pattern",
+            "authorization[0].allow[2]",
+        ] {
+            assert!(f.iter().any(|x| x == want), "{want} in {f:?}");
+        }
+    }
+
+    #[test]
+    fn validation_errors_of_the_whole_config_are_refusals() {
+        let mut s = snapshot();
+        s.authorization[0].service = "nowhere".into();
+        let f = refused(&s);
+        assert!(f.iter().any(|x| x == "authorization[0].service"), "{f:?}");
+    }
+}

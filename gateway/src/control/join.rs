@@ -88,6 +88,8 @@ pub enum JoinError {
         "no valid SVID in the data directory and no controller.token_file to join with: create a token with `causeway token create --gateway NAME`"
     )]
     NoToken,
+    #[error("no SVID to renew with; the gateway must join first")]
+    NoSvid,
     #[error("cannot read the join token {}: {detail}", path.display())]
     TokenUnreadable { path: PathBuf, detail: String },
     #[error("{}: {reason}", path.display())]
@@ -115,6 +117,7 @@ impl JoinError {
     /// A closed-set label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
+            Self::NoSvid => "no_svid",
             Self::NoToken | Self::TokenUnreadable { .. } | Self::BadToken { .. } => "token",
             Self::ServerRefused { .. } => "server_refused",
             Self::Unreachable { .. } => "unreachable",

@@ -28,7 +28,7 @@ impl ControlClient {
     /// Renews once: new key, CSR, Renew over mTLS, answer checked, files
     /// written. Nothing changes on failure.
     pub async fn renew_once(&self) -> Result<Issued, JoinError> {
-        let current = self.svid.load_full().ok_or(JoinError::NoToken)?;
+        let current = self.svid.load_full().ok_or(JoinError::NoSvid)?;
         let address = self.settings.address.clone();
         let unreachable = |detail: String| JoinError::Unreachable {
             address: address.clone(),

@@ -70,6 +70,16 @@ pub fn convert(
         }
     }
 
+    for (i, s) in snapshot.services.iter().enumerate() {
+        // The gateway routes by listener (http by Host, tcp by port): the
+        // protocol is checked, not used.
+        if !matches!(s.protocol.as_str(), "" | "tcp" | "http" | "http2") {
+            problem(
+                format!("services[{i}].protocol"),
+                format!("{:?} is not tcp, http or http2", s.protocol),
+            );
+        }
+    }
     let mut raw = template.clone();
     raw.services = snapshot
         .services
