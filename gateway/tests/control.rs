@@ -313,6 +313,7 @@ async fn holdings_are_sent_again_after_the_gateway_reloads_a_bundle() {
     let rotated = TestDomain::new("west.example");
     let mut next = good_snapshot(2, &west);
     next.bundles[0].document = rotated.bundle().to_json();
+    next.bundles[0].digest = authorities_digest(&rotated.bundle());
     ctl.push(next);
     let digest = authorities_digest(&rotated.bundle());
     ctl.wait_for(|m| {

@@ -209,6 +209,8 @@ mod snapshots {
         s.services[0].port = 70000;
         s.services[0].protocol = "udp".into();
         s.bundles[0].document = "{".into();
+        let mut digest = s.clone();
+        digest.bundles[0].digest = "00".repeat(32);
         s.authorization[0].allow.push(pb::Principal {
             r#match: Some(pb::principal::Match::Pattern(
                 "spiffe://west.example/ns/a/*".into(),
@@ -228,6 +230,8 @@ mod snapshots {
         ] {
             assert!(f.iter().any(|x| x == want), "{want} in {f:?}");
         }
+        digest.bundles[0].document = TestDomain::new("west.example").bundle().to_json();
+        assert!(refused(&digest).iter().any(|x| x == "bundles[0].digest"));
     }
 
     #[test]

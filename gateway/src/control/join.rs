@@ -109,6 +109,8 @@ pub enum JoinError {
     BadResponse(String),
     #[error("cannot make a key and CSR: {0}")]
     Csr(String),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
     #[error(transparent)]
     Files(#[from] FileError),
 }
@@ -124,6 +126,7 @@ impl JoinError {
             Self::Refused { .. } => "refused",
             Self::BadResponse(_) => "bad_response",
             Self::Csr(_) => "csr",
+            Self::Tls(_) => "tls",
             Self::Files(_) => "files",
         }
     }
@@ -154,7 +157,7 @@ pub async fn join(
         trust_domain.clone(),
         settings.controller_id.clone(),
     );
-    let config = tls::join_config(verifier.clone()).map_err(|e| JoinError::Csr(e.to_string()))?;
+    let config = tls::join_config(verifier.clone()).map_err(|e| JoinError::Tls(e.to_string()))?;
     let unreachable = |detail: String| match verifier.refusal() {
         Some(refusal) => JoinError::ServerRefused {
             address: settings.address.clone(),

@@ -39,7 +39,7 @@ impl ControlClient {
             (*self.bundles.load_full()).clone(),
             &self.settings.controller_id,
         )
-        .map_err(unreachable)?;
+        .map_err(JoinError::Tls)?;
         let (csr_der, key) = join::csr(&self.settings.gateway_id)?;
         let channel = tls::connect(&self.settings, config, self.options.timeout)
             .await

@@ -13,6 +13,7 @@ use causeway_proto::controller::v1 as pb;
 use causeway_trust::{TrustBundle, TrustDomain};
 use tracing::warn;
 
+use super::authorities_digest;
 use crate::config::raw::{
     RawConfig, RawImport, RawPeer, RawPeerGateway, RawPrincipal, RawRule, RawService,
 };
@@ -58,6 +59,16 @@ pub fn convert(
                 format!("bundles[{i}].document"),
                 "holds no X.509 authority".into(),
             ),
+            Ok(bundle) if !b.digest.is_empty() && b.digest != authorities_digest(&bundle) => {
+                problem(
+                    format!("bundles[{i}].digest"),
+                    format!(
+                        "{:?} is not the digest of the document's authorities ({})",
+                        b.digest,
+                        authorities_digest(&bundle)
+                    ),
+                )
+            }
             Ok(bundle) => {
                 if bundles.insert(td.clone(), bundle).is_some() {
                     problem(

@@ -26,6 +26,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::control::ControllerSettings;
 
+/// How often an idle connection to the controller is pinged (HTTP/2).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
 /// ALPN for gRPC over TLS.
 const H2: &[u8] = b"h2";
 
@@ -233,6 +236,11 @@ pub(crate) async fn connect(
     // The scheme is only what tonic writes in :scheme; TLS is ours.
     Endpoint::from_shared(format!("http://{}", settings.address))?
         .connect_timeout(timeout)
+        // A controller that vanishes without closing (a partition) ends the
+        // stream after a missed ping, not never.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(timeout)
+        .keep_alive_while_idle(true)
         .connect_with_connector(service)
         .await
 }

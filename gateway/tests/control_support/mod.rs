@@ -24,7 +24,9 @@ use std::time::Duration;
 use causeway_gateway::config::GatewayConfig;
 use causeway_gateway::control::backoff::Backoff;
 use causeway_gateway::control::tls::sha256_hex;
-use causeway_gateway::control::{ApplyConfig, ApplyFuture, ControlClient, ControlOptions};
+use causeway_gateway::control::{
+    ApplyConfig, ApplyFuture, ControlClient, ControlOptions, authorities_digest,
+};
 use causeway_gateway::runtime::{Running, StartOptions, start_with};
 use causeway_proto::controller::v1 as pb;
 use causeway_proto::controller::v1::gateway_api_server::{GatewayApi, GatewayApiServer};
@@ -429,7 +431,7 @@ pub fn good_snapshot(version: u64, west: &TestDomain) -> pb::ConfigSnapshot {
             trust_domain: "west.example".into(),
             document: west.bundle().to_json(),
             sequence: 1,
-            digest: String::new(),
+            digest: authorities_digest(&west.bundle()),
         }],
         services: vec![pb::Service {
             name: "payments".into(),
