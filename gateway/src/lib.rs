@@ -9,6 +9,8 @@
 //! - [`apply`]: a new config put in effect in a running gateway (SIGHUP,
 //!   the controller), or refused with the fields that cannot change live;
 //! - [`config`]: the validated config model, from YAML or the control plane;
+//! - [`control`]: the control client of a gateway run by a controller:
+//!   join, SVID renewal, the config stream, the last good config on disk;
 //! - [`drain`]: open calls counted, so that a shutdown waits for them;
 //! - [`http`]: HTTP calls: routing by Host, the headers a gateway owns,
 //!   pooled upstream clients, HTTP over tunnel streams, the answers a
@@ -31,6 +33,7 @@
 pub mod admin;
 pub mod apply;
 pub mod config;
+pub mod control;
 pub mod drain;
 pub mod http;
 mod io;

@@ -3,6 +3,7 @@
 //! produce a [`raw::RawConfig`]; [`GatewayConfig::from_raw`] checks it whole
 //! and reports every problem with the field it is in.
 
+pub mod control;
 mod identity;
 pub mod live;
 pub mod raw;
@@ -167,6 +168,8 @@ pub struct GatewayConfig {
     /// Foreign callers to local principals, applied on inbound.
     pub identity_map: IdentityRules,
     pub limits: Limits,
+    /// Set when a federation controller runs this gateway.
+    pub controller: Option<control::ControllerSettings>,
 }
 
 impl GatewayConfig {
@@ -287,7 +290,8 @@ impl Validator {
         }
     }
 
-    fn config(&mut self, raw: RawConfig, base: &Path) -> Option<GatewayConfig> {
+    fn config(&mut self, mut raw: RawConfig, base: &Path) -> Option<GatewayConfig> {
+        let controller = self.controller(&mut raw, base);
         let trust_domain = self.check("trust_domain", TrustDomain::new(&raw.trust_domain));
         let id = self.check("id", SpiffeId::workload(&raw.id));
         if let (Some(td), Some(id)) = (&trust_domain, &id)
@@ -409,6 +413,7 @@ impl Validator {
             rules,
             identity_map,
             limits,
+            controller,
         })
     }
 

@@ -12,9 +12,16 @@ use serde::{Deserialize, Serialize};
 pub struct RawConfig {
     /// This gateway's trust domain.
     pub trust_domain: String,
-    /// This gateway's SPIFFE ID; its SVID must carry it.
+    /// This gateway's SPIFFE ID; its SVID must carry it. Derived under a
+    /// controller.
+    #[serde(default)]
     pub id: String,
+    /// Derived under a controller; required otherwise.
+    #[serde(default)]
     pub svid: RawSvid,
+    /// Set when a federation controller runs this gateway.
+    #[serde(default)]
+    pub controller: Option<super::control::RawController>,
     /// Bundles held: the own trust domain's and every peer's.
     #[serde(default)]
     pub bundles: Vec<RawBundle>,

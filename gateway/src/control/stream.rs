@@ -1,0 +1,221 @@
+//! The config stream. At start the cached snapshot, if any, is applied
+//! first, so a gateway restarted while its controller is down serves at
+//! once. Then, for ever: connect (mTLS), send Hello (name, the version in
+//! effect, what the gateway holds), and for each snapshot: convert and
+//! validate, write its bundles, hand the config to the applier, cache it,
+//! ACK (or NACK with the reason, the previous config staying in effect).
+//! Holdings are sent again whenever what the gateway holds changes (the
+//! credential reload task swapped an SVID or bundle). When the stream or
+//! the controller goes away, reconnect with backoff; the gateway keeps
+//! serving what it has.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use causeway_proto::controller::v1::gateway_api_client::GatewayApiClient;
+use causeway_proto::controller::v1::gateway_message::Message as Outgoing;
+use causeway_proto::controller::v1::{Ack, ConfigSnapshot, GatewayMessage, Hello};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{error, info, warn};
+
+use super::join::error_chain;
+use super::snapshot::{self, Converted};
+use super::{ApplyConfig, ControlClient, cache, tls};
+
+/// Why a config stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("no SVID to connect with")]
+    NoSvid,
+    #[error("TLS config: {0}")]
+    Tls(String),
+    #[error("cannot reach the controller at {address}: {detail}")]
+    Unreachable { address: String, detail: String },
+    #[error("the controller ended the stream: {code:?}: {message}")]
+    Status { code: tonic::Code, message: String },
+    #[error("the controller closed the stream")]
+    Closed,
+}
+
+impl ControlClient {
+    pub(super) async fn stream_loop(self: Arc<Self>, applier: Arc<dyn ApplyConfig>) {
+        let mut last_applied: Option<Vec<u8>> = None;
+        match cache::load(&self.dir) {
+            Ok(Some(snap)) => {
+                let version = snap.version;
+                match self.apply(&snap, applier.as_ref()).await {
+                    Ok(()) => {
+                        self.metrics.config("cached");
+                        info!(
+                            version,
+                            "serving the cached config until the controller answers"
+                        );
+                        last_applied = Some(snap.encode_to_vec());
+                    }
+                    Err(reason) => error!(version, "the cached config cannot be applied: {reason}"),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!("ignoring the cached config: {e}"),
+        }
+        let mut retry = self.options.reconnect_backoff.start();
+        loop {
+            let result = self
+                .stream_once(applier.as_ref(), &mut last_applied, &mut retry)
+                .await;
+            self.metrics.connected.set(0);
+            let delay = retry.next_delay();
+            match result {
+                Ok(()) | Err(StreamError::Closed) => {
+                    info!(retry_in = ?delay, "config stream closed by the controller; reconnecting")
+                }
+                Err(e) => warn!(retry_in = ?delay,
+                    "config stream down, serving the config in effect: {e}"),
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn stream_once(
+        &self,
+        applier: &dyn ApplyConfig,
+        last_applied: &mut Option<Vec<u8>>,
+        retry: &mut super::backoff::Retry,
+    ) -> Result<(), StreamError> {
+        let svid = self.svid.load_full().ok_or(StreamError::NoSvid)?;
+        let config = tls::mtls_config(
+            &svid,
+            (*self.bundles.load_full()).clone(),
+            &self.settings.controller_id,
+        )
+        .map_err(StreamError::Tls)?;
+        let unreachable = |detail: String| StreamError::Unreachable {
+            address: self.settings.address.clone(),
+            detail,
+        };
+        let channel = match tls::connect(&self.settings, config, self.options.timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.connects.with_label_values(&["error"]).inc();
+                return Err(unreachable(error_chain(&e)));
+            }
+        };
+        let (tx, rx) = mpsc::channel::<GatewayMessage>(8);
+        let mut reported = self.holdings();
+        let hello = GatewayMessage {
+            message: Some(Outgoing::Hello(Hello {
+                gateway: self.settings.name.clone(),
+                version: self.applied.load(Ordering::Relaxed),
+                holdings: Some(reported.clone()),
+            })),
+        };
+        tx.send(hello).await.map_err(|_| StreamError::Closed)?;
+        let status = |s: tonic::Status| StreamError::Status {
+            code: s.code(),
+            message: s.message().to_owned(),
+        };
+        let mut inbound = tokio::time::timeout(
+            self.options.timeout,
+            GatewayApiClient::new(channel).stream_config(ReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| unreachable("no answer in time".into()))?
+        .map_err(|s| {
+            self.metrics.connects.with_label_values(&["error"]).inc();
+            status(s)
+        })?
+        .into_inner();
+        self.metrics.connects.with_label_values(&["ok"]).inc();
+        self.metrics.connected.set(1);
+        info!(controller = %self.settings.address, "config stream up");
+        let mut ticks = tokio::time::interval(self.options.holdings_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = inbound.message() => {
+                    let Some(snap) = msg.map_err(status)? else {
+                        return Err(StreamError::Closed);
+                    };
+                    retry.reset();
+                    let version = snap.version;
+                    let bytes = snap.encode_to_vec();
+                    let result = if last_applied.as_ref() == Some(&bytes) {
+                        self.metrics.config("unchanged");
+                        Ok(())
+                    } else {
+                        self.apply(&snap, applier).await
+                    };
+                    let error = match result {
+                        Ok(()) => {
+                            *last_applied = Some(bytes);
+                            String::new()
+                        }
+                        Err(reason) => reason,
+                    };
+                    let ack = GatewayMessage { message: Some(Outgoing::Ack(Ack { version, error })) };
+                    tx.send(ack).await.map_err(|_| StreamError::Closed)?;
+                }
+                _ = ticks.tick() => {
+                    let now = self.holdings();
+                    if now != reported {
+                        let msg = GatewayMessage { message: Some(Outgoing::Holdings(now.clone())) };
+                        tx.send(msg).await.map_err(|_| StreamError::Closed)?;
+                        reported = now;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Converts, validates, writes the bundles, applies and caches one
+    /// snapshot; `Err` is the NACK reason, and then the config in effect
+    /// stays.
+    pub async fn apply(
+        &self,
+        snap: &ConfigSnapshot,
+        applier: &dyn ApplyConfig,
+    ) -> Result<(), String> {
+        let version = snap.version;
+        let held = self.bundles.load_full();
+        let converted = snapshot::convert(&self.template, &self.base, snap, |td| {
+            held.get(td).is_some()
+        });
+        let Converted {
+            config, bundles, ..
+        } = match converted {
+            Ok(c) => c,
+            Err(e) => return Err(self.refused(version, e.to_string())),
+        };
+        for b in &bundles {
+            if let Err(e) = self.dir.write_bundle(b) {
+                return Err(self.refused(version, format!("cannot write a bundle: {e}")));
+            }
+        }
+        self.hold_bundles(&bundles);
+        if let Err(reason) = applier.apply(config).await {
+            return Err(self.refused(version, reason));
+        }
+        self.applied.store(version, Ordering::Relaxed);
+        self.metrics
+            .config_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.metrics.config("applied");
+        if let Err(e) = cache::store(&self.dir, snap) {
+            // Applied all the same; a restart would serve the previous cache.
+            warn!(version, "cannot cache the config applied: {e}");
+        }
+        info!(version, "config applied");
+        Ok(())
+    }
+
+    fn refused(&self, version: u64, reason: String) -> String {
+        self.metrics.config("refused");
+        warn!(
+            version,
+            "config refused, keeping the config in effect: {reason}"
+        );
+        reason
+    }
+}
