@@ -22,14 +22,18 @@ fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
 }
 
-/// YAML files of config/ that hold resources: all but the gateway configs
-/// (`gateway-*.yaml`, loaded by the gateway's own test).
+/// YAML files of config/ that hold resources: all but the gateway and
+/// controller configs (`gateway-*.yaml`, `controller-*.yaml`, each loaded
+/// by its own crate's test).
 fn resource_files() -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(config_dir()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.ends_with(".yaml") && !name.starts_with("gateway-") {
+        if name.ends_with(".yaml")
+            && !name.starts_with("gateway-")
+            && !name.starts_with("controller-")
+        {
             out.push(name);
         }
     }
