@@ -39,7 +39,13 @@ pub(crate) struct GatewayArgs {
 }
 
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
-    let config = GatewayConfig::load(&args.config)?;
+    let controlled = causeway_gateway::config::control::names_controller(&args.config);
+    // A controller-run gateway's file alone is not a whole config.
+    let config = if controlled {
+        None
+    } else {
+        Some(GatewayConfig::load(&args.config)?)
+    };
     let rt = match args.threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -51,12 +57,20 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     }
     .context("tokio runtime")?;
     rt.block_on(async move {
-        let options = StartOptions {
-            reload_interval: args.reload_interval,
-            origin: Origin::new(args.config.display().to_string(), None),
-            ..StartOptions::default()
+        let (running, _control) = match config {
+            Some(config) => {
+                let options = StartOptions {
+                    reload_interval: args.reload_interval,
+                    origin: Origin::new(args.config.display().to_string(), None),
+                    ..StartOptions::default()
+                };
+                (causeway_gateway::runtime::start_with(config, options).await?, None)
+            }
+            None => {
+                let (running, tasks) = controlled::start(&args).await?;
+                (running, Some(tasks))
+            }
         };
-        let running = causeway_gateway::runtime::start_with(config, options).await?;
         let ready = serde_json::json!({
             "event": "ready",
             "peer_listener": running.peer_listener.map(|a| a.to_string()),
@@ -66,6 +80,11 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         say!("{ready}");
         wait_for_signal(|| {
             running.reload_now();
+            if controlled {
+                // The config comes from the controller; the file holds
+                // only what cannot change live.
+                return;
+            }
             match running.apply_file(&args.config) {
                 Ok(applied) => tracing::info!(
                     file = %args.config.display(),
@@ -84,6 +103,89 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         running.shutdown(args.drain).await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A gateway run by a federation controller: join (once, with the token)
+/// or take the SVID on disk, then serve the first config that arrives, from
+/// the controller or from the last good one cached on disk, and apply every
+/// later version live.
+mod controlled {
+    use std::sync::Arc;
+
+    use anyhow::Context;
+    use causeway_gateway::config::GatewayConfig;
+    use causeway_gateway::control::{
+        ApplyConfig, ApplyFuture, ControlClient, ControlOptions, ControlTasks,
+    };
+    use causeway_gateway::live::Origin;
+    use causeway_gateway::runtime::{Running, StartOptions, start_with};
+    use tokio::sync::{Mutex, oneshot};
+
+    use super::GatewayArgs;
+
+    /// Starts the gateway on the first config, applies the later ones.
+    struct Starter {
+        client: Arc<ControlClient>,
+        options: std::sync::Mutex<Option<StartOptions>>,
+        started: Mutex<Option<oneshot::Sender<Running>>>,
+        applier: std::sync::OnceLock<causeway_gateway::apply::ConfigApplier>,
+    }
+
+    impl ApplyConfig for Starter {
+        fn apply(&self, config: GatewayConfig) -> ApplyFuture<'_> {
+            Box::pin(async move {
+                if let Some(applier) = self.applier.get() {
+                    return applier
+                        .apply(config, Origin::new("controller", None))
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                }
+                let mut started = self.started.lock().await;
+                let options = self
+                    .options
+                    .lock()
+                    .map_err(|_| "start options poisoned".to_owned())?
+                    .take()
+                    .ok_or_else(|| "the gateway is already starting".to_owned())?;
+                let running = start_with(config, options)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.client
+                    .attach(running.credentials().clone(), running.metrics().clone());
+                let _ = self.applier.set(running.applier());
+                if let Some(tx) = started.take() {
+                    let _ = tx.send(running);
+                }
+                Ok(())
+            })
+        }
+    }
+
+    pub(super) async fn start(args: &GatewayArgs) -> anyhow::Result<(Running, ControlTasks)> {
+        let registry = prometheus::Registry::new();
+        let client = ControlClient::load(&args.config, ControlOptions::default(), &registry)?;
+        client
+            .ensure_svid()
+            .await
+            .context("getting the gateway's SVID from its controller")?;
+        let (tx, rx) = oneshot::channel();
+        let starter = Arc::new(Starter {
+            client: client.clone(),
+            options: std::sync::Mutex::new(Some(StartOptions {
+                registry,
+                reload_interval: args.reload_interval,
+                origin: Origin::new("controller", None),
+            })),
+            started: Mutex::new(Some(tx)),
+            applier: std::sync::OnceLock::new(),
+        });
+        tracing::info!("waiting for the first config, from the controller or the disk cache");
+        let tasks = client.spawn(starter);
+        let running = rx
+            .await
+            .context("the control client stopped before the gateway started")?;
+        Ok((running, tasks))
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C; calls `reload` on every SIGHUP meanwhile.

@@ -207,6 +207,17 @@ impl Validator {
     }
 }
 
+/// Whether the gateway file at `path` names a controller (a `controller:`
+/// section): such a gateway starts from its controller's config, not from
+/// the file alone. A file that cannot be read or parsed answers false, and
+/// loading it as a plain gateway file then reports why.
+pub fn names_controller(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_saphyr::from_str::<super::raw::RawConfig>(&text).ok())
+        .is_some_and(|raw| raw.controller.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
