@@ -54,19 +54,7 @@ impl CaState {
     }
 }
 
-/// Lower-case hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+pub use causeway_trust::hash::{hex, sha256_hex};
 
 /// A bundle's digest as the config stream and every report carry it: the
 /// trust core's [`TrustBundle::digest`], independent of the authorities'

@@ -241,12 +241,7 @@ impl ServerCertVerifier for PinnedRootVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        causeway_trust::tls::verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -255,17 +250,10 @@ impl ServerCertVerifier for PinnedRootVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        causeway_trust::tls::verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        causeway_trust::tls::supported_verify_schemes()
     }
 }

@@ -131,13 +131,7 @@ impl TrustBundle {
             ctx.update(&(der.len() as u64).to_be_bytes());
             ctx.update(der);
         }
-        let sum = ctx.finish();
-        let mut out = String::with_capacity(7 + 64);
-        out.push_str("sha256:");
-        for b in sum.as_ref() {
-            out.push_str(&format!("{b:02x}"));
-        }
-        out
+        format!("sha256:{}", crate::hash::hex(ctx.finish().as_ref()))
     }
 
     /// Parses a SPIFFE bundle document. Entries with a `use` other than

@@ -18,6 +18,7 @@
 pub mod bundle;
 pub mod ca;
 pub mod files;
+pub mod hash;
 pub mod id;
 pub mod pem;
 pub mod svid;

@@ -6,10 +6,12 @@ use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
 use rustls::client::ResolvesClientCert;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 
 use crate::svid::Svid;
 use crate::verify::SpiffeVerifier;
@@ -25,6 +27,31 @@ pub(crate) static RING_ALGORITHMS: LazyLock<WebPkiSupportedAlgorithms> =
 /// rustls, quinn and tonic alike).
 pub fn provider() -> Arc<CryptoProvider> {
     PROVIDER.clone()
+}
+
+/// The TLS 1.2 handshake signature check with [`provider`]'s algorithms:
+/// what every certificate verifier of Causeway's delegates to (their chain
+/// checks differ, this does not).
+pub fn verify_tls12_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls12_signature(message, cert, dss, &RING_ALGORITHMS)
+}
+
+/// The TLS 1.3 handshake signature check, as [`verify_tls12_signature`].
+pub fn verify_tls13_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &RING_ALGORITHMS)
+}
+
+/// The signature schemes those checks accept.
+pub fn supported_verify_schemes() -> Vec<SignatureScheme> {
+    RING_ALGORITHMS.supported_schemes()
 }
 
 /// Installs ring as the process-wide default provider, for libraries that

@@ -449,7 +449,7 @@ impl ServerCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms())
+        crate::tls::verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -458,11 +458,11 @@ impl ServerCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms())
+        crate::tls::verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        algorithms().supported_schemes()
+        crate::tls::supported_verify_schemes()
     }
 }
 
@@ -487,7 +487,7 @@ impl ClientCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms())
+        crate::tls::verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -496,11 +496,11 @@ impl ClientCertVerifier for SpiffeVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms())
+        crate::tls::verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        algorithms().supported_schemes()
+        crate::tls::supported_verify_schemes()
     }
 }
 

@@ -16,7 +16,6 @@ use causeway_trust::{
     TrustDomain, VerifyError,
 };
 use hyper_util::rt::TokioIo;
-use ring::digest::{SHA256, digest};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -45,15 +44,7 @@ pub enum PinRefusal {
     Verify(VerifyError),
 }
 
-/// Lower-case hex SHA-256 of a DER certificate: the pin format of join
-/// tokens.
-pub fn sha256_hex(der: &[u8]) -> String {
-    hex(digest(&SHA256, der).as_ref())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use causeway_trust::hash::{hex, sha256_hex};
 
 /// The server verifier of a join: the presented chain must contain the
 /// pinned root, the leaf must chain to it and be the controller's ID. The
@@ -153,12 +144,7 @@ impl ServerCertVerifier for PinnedController {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        causeway_trust::tls::verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -167,18 +153,11 @@ impl ServerCertVerifier for PinnedController {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        causeway_trust::tls::verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        causeway_trust::tls::supported_verify_schemes()
     }
 }
 
