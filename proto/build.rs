@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("causeway/tunnel/v1/tunnel.proto"),
         root.join("causeway/controller/v1/gateway.proto"),
         root.join("causeway/controller/v1/admin.proto"),
+        root.join("causeway/federation/v1/federation.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -21,3 +21,12 @@ pub mod controller {
         include!(concat!(env!("OUT_DIR"), "/causeway.controller.v1.rs"));
     }
 }
+
+/// Between the controllers of peered trust domains: bundle and export
+/// announcements, and what each holds of the other.
+pub mod federation {
+    pub mod v1 {
+        #![allow(missing_docs, unreachable_pub, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/causeway.federation.v1.rs"));
+    }
+}

@@ -148,8 +148,11 @@ fn summary_json(p: &pb::PeerSummary) -> serde_json::Value {
         "trust_domain": p.trust_domain,
         "bundle_sequence": p.bundle_sequence,
         "bundle_age_seconds": p.bundle_age_seconds,
+        "bundle_digest": p.bundle_digest,
         "exports": p.exports,
         "imports": p.imports,
+        "offered": p.offered,
+        "offered_since_unix": p.offered_since_unix,
     })
 }
 
@@ -215,8 +218,14 @@ pub(crate) fn peer(cmd: PeerCommand) -> anyhow::Result<ExitCode> {
                     s.bundle_sequence,
                     age(s.bundle_age_seconds)
                 );
+                say!("bundle digest: {}", s.bundle_digest);
                 say!("exports:       {}", s.exports);
                 say!("imports:       {}", s.imports);
+                if s.offered_since_unix == 0 {
+                    say!("offered:       (the peer has not announced what it exports)");
+                } else {
+                    say!("offered:       {}", s.offered.join(" "));
+                }
                 say!("---");
                 super::say_raw(format_args!("{}", r.resource));
             }

@@ -35,6 +35,7 @@ pub(crate) fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             "api": running.api.to_string(),
             "admin_socket": running.admin_socket.display().to_string(),
             "metrics": running.metrics.map(|a| a.to_string()),
+            "federation": running.federation.map(|a| a.to_string()),
             "root_pin": running.pin,
         });
         say!("{ready}");

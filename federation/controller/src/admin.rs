@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::ca::CaState;
 use crate::error::ControllerError;
+use crate::federation::{PeerExports, read_exports};
 use crate::gateways::{self, GatewayRecord, StreamStatus};
 use crate::issuance::own_bundle;
 use crate::keys;
@@ -123,7 +124,7 @@ impl AdminApi for Admin {
         let peers = current
             .set
             .peerings()
-            .map(|p| summary(p, held.get(p.name.as_str())))
+            .map(|p| summary(p, held.get(p.name.as_str()), None))
             .collect();
         Ok(Response::new(pb::ListPeersResponse { peers }))
     }
@@ -146,7 +147,11 @@ impl AdminApi for Admin {
                 .resource
                 .to_yaml()
                 .map_err(|e| Status::internal(e.to_string()))?,
-            summary: Some(summary(p, held.get(&name))),
+            summary: Some(summary(
+                p,
+                held.get(&name),
+                read_exports(&self.store, &name).await?.as_ref(),
+            )),
         }))
     }
 
@@ -250,8 +255,26 @@ impl AdminApi for Admin {
     }
 }
 
-fn summary(p: &causeway_resources::Peering, held: Option<&HeldPeerBundle>) -> pb::PeerSummary {
+fn summary(
+    p: &causeway_resources::Peering,
+    held: Option<&HeldPeerBundle>,
+    offered: Option<&PeerExports>,
+) -> pb::PeerSummary {
+    let effective = peers::effective(p, held);
     pb::PeerSummary {
+        bundle_digest: effective.digest(),
+        offered: offered
+            .map(|o| {
+                o.services
+                    .iter()
+                    .map(|e| {
+                        let ports: Vec<String> = e.ports.iter().map(ToString::to_string).collect();
+                        format!("{}:{}", e.service, ports.join(","))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        offered_since_unix: offered.map_or(0, |o| o.since_unix),
         name: p.name.to_string(),
         trust_domain: p.trust_domain.to_string(),
         bundle_sequence: held

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use causeway_proto::controller::v1::admin_api_client::AdminApiClient;
 use causeway_proto::controller::v1::gateway_api_client::GatewayApiClient;
+use causeway_proto::federation::v1::federation_client::FederationClient;
 use causeway_trust::tls::{SvidSource, provider};
 use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeVerifier, TrustBundle};
 use hyper_util::rt::TokioIo;
@@ -57,6 +58,37 @@ pub fn svid_tls(svid: &SvidSource, own: TrustBundle) -> Result<ClientConfig, Str
         Expected::ids([controller]),
     ));
     causeway_trust::tls::client_config(svid, verifier, &[b"h2"]).map_err(|e| e.to_string())
+}
+
+/// The federation API of the peer controller at `host:port` (its public
+/// port), over TLS with `config`; connects lazily, on the first call.
+pub fn federation(
+    host: &str,
+    port: u16,
+    config: ClientConfig,
+) -> Result<FederationClient<Channel>, io::Error> {
+    let connector = TlsConnector::from(Arc::new(config));
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let name = ServerName::try_from(bare.clone())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let channel = Endpoint::from_static("http://peer.federation")
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(10))
+        .connect_with_connector_lazy(service_fn(move |_| {
+            let connector = connector.clone();
+            let bare = bare.clone();
+            let name = name.clone();
+            async move {
+                let tcp = TcpStream::connect((bare.as_str(), port)).await?;
+                let _ = tcp.set_nodelay(true);
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, io::Error>(TokioIo::new(tls))
+            }
+        }));
+    Ok(FederationClient::new(channel))
 }
 
 /// A channel to the gateway API at `addr` over TLS with `config`.

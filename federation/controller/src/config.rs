@@ -16,6 +16,10 @@
 //!   socket: /var/lib/causeway/admin.sock   # default <data_dir>/admin.sock, mode 0600
 //! metrics:
 //!   listen: 127.0.0.1:15014            # /metrics, /healthz, /readyz
+//! federation:
+//!   listen: 0.0.0.0:8443               # the public port for peers: the SPIFFE
+//!                                      # bundle endpoint (https://<addr>/) and the
+//!                                      # federation API (gRPC), one TLS listener
 //! svid_ttl: 1h                         # default 1h
 //! join_token_ttl: 10m                  # default 10m
 //! ca:
@@ -42,6 +46,10 @@ pub struct ControllerConfig {
     pub api_listen: SocketAddr,
     pub admin_socket: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
+    /// The public port: bundle endpoint and federation API. `None`: peers
+    /// can neither fetch our bundle nor announce theirs (we still refresh
+    /// theirs and announce ours).
+    pub federation_listen: Option<SocketAddr>,
     pub svid_ttl: Duration,
     pub join_token_ttl: Duration,
     pub ca: CaSource,
@@ -108,6 +116,8 @@ struct Raw {
     admin: Option<RawAdmin>,
     #[serde(default)]
     metrics: Option<RawListen>,
+    #[serde(default)]
+    federation: Option<RawListen>,
     #[serde(default)]
     svid_ttl: Option<String>,
     #[serde(default)]
@@ -227,6 +237,10 @@ impl ControllerConfig {
             .metrics
             .as_ref()
             .and_then(|m| parse_addr(&mut bad, "metrics.listen", &m.listen));
+        let federation_listen = raw
+            .federation
+            .as_ref()
+            .and_then(|m| parse_addr(&mut bad, "federation.listen", &m.listen));
         let admin_socket = match raw.admin {
             Some(a) => base.join(a.socket),
             None => data_dir.join("admin.sock"),
@@ -296,6 +310,7 @@ impl ControllerConfig {
                 api_listen,
                 admin_socket,
                 metrics_listen,
+                federation_listen,
                 svid_ttl,
                 join_token_ttl,
                 ca,

@@ -24,6 +24,12 @@ pub enum ControllerError {
     /// TLS configuration.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A leader-fenced write found this replica no longer leading.
+    #[error("this replica no longer leads")]
+    NotLeader,
+    /// A compare-and-set kept losing to other writers.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl ControllerError {

@@ -9,7 +9,8 @@
 //! | `resources/meta` | a counter: the resource set's revision, compared by every apply | apply |
 //! | `resources/<Kind>/<name>` | the resource's store form (YAML) | apply (CAS on `resources/meta`) |
 //! | `config/snapshot` | the compiled `ConfigSnapshot` (protobuf), with its version | the leader (CAS) |
-//! | `peer-bundles/<peering>` | [`crate::peers::HeldPeerBundle`] JSON: what we hold of each peer, since when | the leader |
+//! | `peer-bundles/<peering>` | [`crate::peers::HeldPeerBundle`] JSON: the peer's bundle we hold (document, sequence, digest), since when | the leader (first bundle, refreshes); any replica receiving an announcement (CAS) |
+//! | `peer-exports/<peering>` | [`crate::federation::PeerExports`] JSON: what the peer last announced it exports to us | the replica that received the announcement |
 //! | `tokens/<id>` | [`crate::tokens::StoredToken`] JSON (secret hashed) | create token; deleted (CAS) when used |
 //! | `tokens-used/<id>` | the gateway and time of use | join |
 //! | `gateways/<name>` | [`crate::gateways::GatewayRecord`] JSON: ID, last SVID | join, renew |
@@ -21,6 +22,7 @@ pub(crate) const RESOURCES: &str = "resources/";
 pub(crate) const RESOURCES_META: &str = "resources/meta";
 pub(crate) const SNAPSHOT: &str = "config/snapshot";
 pub(crate) const PEER_BUNDLES: &str = "peer-bundles/";
+pub(crate) const PEER_EXPORTS: &str = "peer-exports/";
 pub(crate) const TOKENS: &str = "tokens/";
 pub(crate) const TOKENS_USED: &str = "tokens-used/";
 pub(crate) const GATEWAYS: &str = "gateways/";

@@ -11,11 +11,13 @@ use causeway_proto::controller::v1 as pb;
 use causeway_store::{Compare, Election, Leadership, Store, Txn};
 use causeway_trust::TrustDomain;
 use prost::Message;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ca;
 use crate::config::CaSource;
 use crate::error::{ControllerError, Result};
+use crate::federate::{Federate, PeerTasks};
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::peers;
@@ -32,6 +34,9 @@ pub(crate) struct LeaderTask {
     pub(crate) node: String,
     pub(crate) metrics: Metrics,
     pub(crate) lease_ttl: Duration,
+    /// The federation side, once the replica has its SVID and bundle view
+    /// (the leader creates the root before either exists).
+    pub(crate) federate: watch::Receiver<Option<Federate>>,
 }
 
 impl LeaderTask {
@@ -79,36 +84,47 @@ impl LeaderTask {
         }
         let state = ca::load(&self.store, &self.trust_domain, &self.ca).await?;
         ca::publish_bundle(&self.store, leadership.fence(), &state).await?;
+        let mut federate = self.federate.clone();
+        let mut peer_tasks = PeerTasks::default();
         loop {
-            let revision = self.sync(leadership.fence()).await?;
-            // Wait for the next change of the resources, then let a burst
-            // of changes settle.
-            let mut watch = self.store.watch(keys::RESOURCES, revision + 1).await?;
-            match watch.next().await {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::debug!(error = %e, "resource watch broke; reading again"),
-                None => {}
+            let (revision, set) = self.sync(leadership.fence()).await?;
+            if let Some(f) = federate.borrow_and_update().as_ref() {
+                peer_tasks.reconcile(f, &leadership.fence(), &set);
+            }
+            // Wait for the next change of the resources or of the peers'
+            // bundles held, then let a burst of changes settle.
+            let mut resources = self.store.watch(keys::RESOURCES, revision + 1).await?;
+            let mut held = self.store.watch(keys::PEER_BUNDLES, revision + 1).await?;
+            let event = tokio::select! {
+                e = resources.next() => e,
+                e = held.next() => e,
+                _ = federate.changed() => None,
+            };
+            if let Some(Err(e)) = event {
+                tracing::debug!(error = %e, "watch broke; reading again");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Compiles the snapshot from what is stored and stores it with the next
-    /// version when its content changed. Returns the revision read.
-    async fn sync(&self, fence: Compare) -> Result<i64> {
+    /// version when its content changed. Returns the revision read and
+    /// the resources.
+    async fn sync(&self, fence: Compare) -> Result<(i64, causeway_resources::ResourceSet)> {
         let stored = stored::read(&self.store).await?;
+        peers::sync(&self.store, fence.clone(), &stored.set).await?;
         let own = ca::published(&self.store)
             .await?
             .ok_or_else(|| ControllerError::corrupt(keys::OWN_BUNDLE, "not published"))?;
-        let mut snap = compile(&self.trust_domain, &stored.set, &own);
+        let held = peers::read_all(&self.store).await?;
+        let mut snap = compile(&self.trust_domain, &stored.set, &own, &held);
         let current = self.store.get(keys::SNAPSHOT).await?;
         let (version, mod_revision) = match &current.kv {
             Some(kv) => {
                 let cur = pb::ConfigSnapshot::decode(kv.value.as_slice())
                     .map_err(|e| ControllerError::corrupt(keys::SNAPSHOT, e))?;
                 if fingerprint(&cur) == fingerprint(&snap) {
-                    peers::sync(&self.store, fence, &stored.set).await?;
-                    return Ok(stored.revision);
+                    return Ok((stored.revision, stored.set));
                 }
                 (cur.version + 1, kv.mod_revision)
             }
@@ -122,7 +138,6 @@ impl LeaderTask {
         if self.store.txn(txn).await?.applied {
             tracing::info!(version, contents = ?describe(&snap), "new config version");
         }
-        peers::sync(&self.store, fence, &stored.set).await?;
-        Ok(stored.revision)
+        Ok((stored.revision, stored.set))
     }
 }

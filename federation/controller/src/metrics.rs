@@ -30,6 +30,13 @@ pub struct Metrics {
     pub peer_bundle_age: GaugeVec,
     pub leader: IntGauge,
     pub config_version: Gauge,
+    /// Fetches of peers' bundles from their endpoints; `result`: updated |
+    /// unchanged | a [`causeway_exchange::FetchError::reason`].
+    pub peer_bundle_fetches: IntCounterVec,
+    /// Announcements to peers; `result`: ok | failed.
+    pub announcements_sent: IntCounterVec,
+    /// Announcements from peers; `outcome`: updated | unchanged | older.
+    pub announcements_received: IntCounterVec,
 }
 
 impl Metrics {
@@ -79,6 +86,30 @@ impl Metrics {
             "causeway_controller_config_version",
             "The config version this replica serves",
         )?;
+        let peer_bundle_fetches = IntCounterVec::new(
+            Opts::new(
+                "causeway_controller_peer_bundle_fetches_total",
+                "Fetches of peers' bundles from their bundle endpoints (leader), by result",
+            ),
+            &["peer", "result"],
+        )?;
+        let announcements_sent = IntCounterVec::new(
+            Opts::new(
+                "causeway_controller_announcements_sent_total",
+                "Announcements of our bundle and exports to peer controllers (leader)",
+            ),
+            &["peer", "result"],
+        )?;
+        let announcements_received = IntCounterVec::new(
+            Opts::new(
+                "causeway_controller_announcements_received_total",
+                "Announcements received from peer controllers, by outcome",
+            ),
+            &["peer", "outcome"],
+        )?;
+        registry.register(Box::new(peer_bundle_fetches.clone()))?;
+        registry.register(Box::new(announcements_sent.clone()))?;
+        registry.register(Box::new(announcements_received.clone()))?;
         registry.register(Box::new(svids_issued.clone()))?;
         registry.register(Box::new(svids_refused.clone()))?;
         registry.register(Box::new(join_tokens.clone()))?;
@@ -110,6 +141,9 @@ impl Metrics {
             peer_bundle_age,
             leader,
             config_version,
+            peer_bundle_fetches,
+            announcements_sent,
+            announcements_received,
         })
     }
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use causeway_exchange::RefreshPolicy;
 use causeway_proto::controller::v1::admin_api_server::AdminApiServer;
 use causeway_proto::controller::v1::gateway_api_server::GatewayApiServer;
 use causeway_store::{EmbeddedStore, EtcdConfig, EtcdStore, KeepAlive, Store};
 use causeway_trust::tls::SvidSource;
-use causeway_trust::{BundleSet, SharedBundles};
 use prometheus::Registry;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::{TcpListener, UnixListener};
@@ -24,6 +24,9 @@ use crate::api::Api;
 use crate::ca::{self, hex};
 use crate::config::{ControllerConfig, StoreConfig};
 use crate::error::{ControllerError, Result};
+use crate::federate::Federate;
+use crate::federation::FederationApi;
+use crate::front;
 use crate::health::{self, HealthState};
 use crate::identity;
 use crate::issuance::Issuer;
@@ -31,6 +34,7 @@ use crate::leader::LeaderTask;
 use crate::metrics::Metrics;
 use crate::snapshot;
 use crate::stream::Streams;
+use crate::view;
 
 /// What the embedding process chooses.
 #[derive(Debug, Clone)]
@@ -39,6 +43,8 @@ pub struct StartOptions {
     pub registry: Registry,
     /// The TTL of the leader's lease and of this replica's stream statuses.
     pub lease_ttl: Duration,
+    /// How the leader refreshes peers' bundles from their endpoints.
+    pub refresh: RefreshPolicy,
 }
 
 impl Default for StartOptions {
@@ -46,6 +52,7 @@ impl Default for StartOptions {
         Self {
             registry: Registry::new(),
             lease_ttl: Duration::from_secs(5),
+            refresh: RefreshPolicy::default(),
         }
     }
 }
@@ -57,6 +64,9 @@ pub struct Running {
     pub api: SocketAddr,
     pub admin_socket: PathBuf,
     pub metrics: Option<SocketAddr>,
+    /// The public port: bundle endpoint (`https://<addr>/`) and federation
+    /// API.
+    pub federation: Option<SocketAddr>,
     /// The pin join tokens carry (SHA-256 of the root).
     pub pin: String,
     pub metrics_handle: Metrics,
@@ -75,6 +85,7 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
     let node = node_id();
     tracing::info!(trust_domain = %config.trust_domain, %node, "controller starting");
     let mut tasks = Vec::new();
+    let (federate_tx, federate_rx) = watch::channel(None);
     tasks.push(
         LeaderTask {
             store: store.clone(),
@@ -83,6 +94,7 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
             node: node.clone(),
             metrics: metrics.clone(),
             lease_ttl: options.lease_ttl,
+            federate: federate_rx,
         }
         .spawn(),
     );
@@ -102,13 +114,18 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
         config.svid_ttl,
         metrics.clone(),
     ));
-    let bundles = SharedBundles::new(
-        BundleSet::from_bundles([state.bundle()])
-            .map_err(|e| ControllerError::Tls(format!("{e:?}")))?,
-    );
+    let (view, view_tasks) = view::spawn(&store, &config.trust_domain, state.bundle());
+    tasks.extend(view_tasks);
+    federate_tx.send_replace(Some(Federate {
+        store: store.clone(),
+        svid: svid.clone(),
+        view: view.clone(),
+        metrics: metrics.clone(),
+        policy: options.refresh.clone(),
+    }));
     let tls = Arc::new(crate::tls::server_config(
         &svid,
-        bundles,
+        view.own.clone(),
         &config.trust_domain,
     )?);
     let (feed, feed_task) = snapshot::spawn_feed(store.clone(), metrics.clone());
@@ -191,12 +208,36 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
         }
         None => None,
     };
+    let federation_addr = match config.federation_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ControllerError::io(format!("bind federation.listen {addr}"), e))?;
+            let bound = l
+                .local_addr()
+                .map_err(|e| ControllerError::io("federation listener address", e))?;
+            let front_tls = Arc::new(crate::tls::front_config(&svid, view.peers.clone())?);
+            tasks.push(front::serve(
+                l,
+                front_tls,
+                view.served.clone(),
+                FederationApi {
+                    store: store.clone(),
+                    trust_domain: config.trust_domain.clone(),
+                    metrics: metrics.clone(),
+                },
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
     health_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(api = %api_addr, admin = %config.admin_socket.display(), "controller serving");
     Ok(Running {
         api: api_addr,
         admin_socket: config.admin_socket.clone(),
         metrics: metrics_addr,
+        federation: federation_addr,
         pin: state.pin.clone(),
         metrics_handle: metrics,
         store,

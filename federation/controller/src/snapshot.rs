@@ -23,18 +23,26 @@ use tokio::task::JoinHandle;
 use crate::ca::{PublishedBundle, bundle_digest};
 use crate::keys;
 use crate::metrics::Metrics;
+use crate::peers::{self, HeldPeerBundle};
 
-/// Compiles a snapshot (version 0; the leader sets it).
-pub fn compile(td: &TrustDomain, set: &ResourceSet, own: &PublishedBundle) -> pb::ConfigSnapshot {
+/// Compiles a snapshot (version 0; the leader sets it). `held`: the peers'
+/// bundles held, by peering name (a peering without one gets its first
+/// bundle).
+pub(crate) fn compile(
+    td: &TrustDomain,
+    set: &ResourceSet,
+    own: &PublishedBundle,
+    held: &BTreeMap<String, HeldPeerBundle>,
+) -> pb::ConfigSnapshot {
     let mut snap = pb::ConfigSnapshot::default();
     if let Ok(b) = TrustBundle::from_json(td.clone(), own.document.as_bytes()) {
         snap.bundles
             .push(bundle(&b, own.sequence, own.document.clone()));
     }
     for p in set.peerings() {
-        let b = &p.first_bundle.bundle;
+        let b = peers::effective(p, held.get(p.name.as_str()));
         snap.bundles
-            .push(bundle(b, b.sequence().unwrap_or(0), b.to_json()));
+            .push(bundle(&b, b.sequence().unwrap_or(0), b.to_json()));
         snap.peers.push(pb::Peer {
             name: p.name.to_string(),
             trust_domain: p.trust_domain.to_string(),

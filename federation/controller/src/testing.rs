@@ -36,6 +36,7 @@ pub fn config(
         api_listen: "127.0.0.1:0".parse().expect("address"),
         admin_socket: dir.join("admin.sock"),
         metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
+        federation_listen: Some("127.0.0.1:0".parse().expect("address")),
         svid_ttl,
         join_token_ttl: Duration::from_secs(600),
         ca: CaSource::Store {

@@ -93,6 +93,23 @@ pub(crate) fn server_config(
     Ok(config)
 }
 
+/// The public port's server config (bundle endpoint and federation API):
+/// our SVID; a client SVID is optional (SPIFFE bundle endpoint clients send
+/// none) and, when sent, must chain to a peer's bundle we hold. HTTP/2 for
+/// gRPC, HTTP/1.1 for bundle fetches.
+pub(crate) fn front_config(svid: &SvidSource, peers: SharedBundles) -> Result<ServerConfig> {
+    let verifier = Arc::new(SpiffeVerifier::new(peers, Expected::AnyKnownDomain));
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ControllerError::Tls(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(OptionalClientAuth(verifier)))
+        .with_cert_resolver(Arc::new(svid.clone()));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
 /// The client's verified certificate chain, if it sent one.
 #[derive(Debug, Clone, Default)]
 pub struct PeerCerts(pub Option<Arc<Vec<CertificateDer<'static>>>>);

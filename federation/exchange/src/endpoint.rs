@@ -140,6 +140,13 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, published: Pu
 }
 
 fn answer(req: &Request<Incoming>, published: &PublishedBundle) -> Response<Full<Bytes>> {
+    respond(req.method(), published)
+}
+
+/// The endpoint's answer to a request with `method`: the document for GET
+/// and HEAD, 405 otherwise. For servers that host the endpoint beside
+/// other services on one port.
+pub fn respond(method: &Method, published: &PublishedBundle) -> Response<Full<Bytes>> {
     let response = |status: StatusCode, kind: &'static str, body: Bytes| {
         let mut r = Response::new(Full::new(body));
         *r.status_mut() = status;
@@ -151,7 +158,7 @@ fn answer(req: &Request<Incoming>, published: &PublishedBundle) -> Response<Full
         );
         r
     };
-    match *req.method() {
+    match *method {
         Method::GET | Method::HEAD => {
             response(StatusCode::OK, "application/json", published.document())
         }

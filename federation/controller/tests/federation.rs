@@ -1,0 +1,245 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+//! Two controllers in process, peered both ways by peering files whose
+//! first bundles come from `ExportBundle`: each serves the SPIFFE bundle
+//! endpoint and the federation API on its public port; a change of one
+//! side's bundle reaches the other side's store and gateways through the
+//! announcement (long before the next poll), and the federation API lets
+//! in only the peer's controller.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use causeway_controller::testing::{self, ConfigStream};
+use causeway_controller::{RefreshPolicy, Running, StartOptions, StoreConfig, client};
+use causeway_proto::controller::v1 as pb;
+use causeway_proto::federation::v1 as fpb;
+use causeway_trust::{Authority, BundleSet, SpiffeId, TrustBundle, TrustDomain};
+use tempfile::TempDir;
+
+const EAST: &str = "east.acme.example";
+const WEST: &str = "west.globex.example";
+
+async fn start(dir: &Path, td: &str) -> Running {
+    causeway_trust::tls::install_default_provider();
+    let options = StartOptions {
+        // Polls far apart: whatever arrives sooner came by announcement.
+        refresh: RefreshPolicy {
+            default_interval: Duration::from_secs(600),
+            min_interval: Duration::from_secs(600),
+            ..RefreshPolicy::default()
+        },
+        ..StartOptions::default()
+    };
+    let config = testing::config(dir, td, StoreConfig::Embedded, Duration::from_secs(3600));
+    causeway_controller::start(config, options)
+        .await
+        .expect("controller starts")
+}
+
+async fn export(c: &Running) -> String {
+    let mut admin = client::admin(&c.admin_socket).await.unwrap();
+    admin
+        .export_bundle(pb::ExportBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .document
+}
+
+/// A Service `local` and a peering with `peer`, whose endpoint is `peer_c`'s
+/// public port, exporting `local` to it.
+async fn peer_with(dir: &Path, c: &Running, me: &str, peer: &str, peer_c: &Running) {
+    let bundle_file = dir.join(format!("{peer}.bundle.json"));
+    std::fs::write(&bundle_file, export(peer_c).await).unwrap();
+    let name = peer.split('.').next().unwrap();
+    let text = format!(
+        "apiVersion: causeway.dev/v1alpha1\nkind: Service\nname: local\nspec:\n  ports:\n    \
+         - port: 8080\n      protocol: http\n  endpoints: [127.0.0.1:9]\n---\n\
+         apiVersion: causeway.dev/v1alpha1\nkind: Peering\nname: {name}\nspec:\n  \
+         trustDomain: {peer}\n  bundleEndpoint:\n    url: https://{addr}/\n    \
+         spiffeId: spiffe://{peer}/causeway/controller\n  firstBundle:\n    file: {file}\n  \
+         gateways:\n    - address: 127.0.0.1:15443\n      id: spiffe://{peer}/causeway/gateway/gw-1\n  \
+         exports:\n    - service: local\n      ports: [8080]\n",
+        addr = peer_c.federation.unwrap(),
+        file = bundle_file.file_name().unwrap().to_str().unwrap(),
+    );
+    let path = dir.join(format!("peering-{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    let entries = causeway_resources::load_file(&path).unwrap();
+    let content = entries
+        .iter()
+        .map(|e| e.resource.to_yaml().unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let mut admin = client::admin(&c.admin_socket).await.unwrap();
+    let r = admin
+        .apply(pb::ApplyRequest {
+            files: vec![pb::ResourceFile {
+                name: format!("{me}: {}", path.display()),
+                content,
+            }],
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.applied, "{r:?}");
+}
+
+async fn show(c: &Running, name: &str) -> pb::PeerSummary {
+    let mut admin = client::admin(&c.admin_socket).await.unwrap();
+    admin
+        .show_peer(pb::ShowPeerRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap()
+}
+
+/// Polls `f` every 100 ms until it holds or `within` passes.
+async fn eventually<F: AsyncFn() -> bool>(within: Duration, f: F) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_exchange_bundles_and_exports_and_follow_a_new_bundle_at_once() {
+    let east_dir = TempDir::new().unwrap();
+    let west_dir = TempDir::new().unwrap();
+    let east = start(east_dir.path(), EAST).await;
+    let west = start(west_dir.path(), WEST).await;
+    peer_with(east_dir.path(), &east, EAST, WEST, &west).await;
+    peer_with(west_dir.path(), &west, WEST, EAST, &east).await;
+
+    // Each announced what it exports; the other shows it.
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            show(&west, "east").await.offered == ["local:8080"]
+                && show(&east, "west").await.offered == ["local:8080"]
+        })
+        .await,
+        "west sees {:?}, east sees {:?}",
+        show(&west, "east").await,
+        show(&east, "west").await
+    );
+
+    // A west gateway's config holds east's bundle.
+    let token = {
+        let mut admin = client::admin(&west.admin_socket).await.unwrap();
+        admin
+            .create_token(pb::CreateTokenRequest {
+                gateway: "west-1".into(),
+                ttl_seconds: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    };
+    let joined = testing::join(west.api, &token, "west-1", WEST)
+        .await
+        .unwrap();
+    let mut stream = ConfigStream::open(west.api, &joined, "west-1")
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap();
+    let east_bundle = |snap: &pb::ConfigSnapshot| {
+        snap.bundles
+            .iter()
+            .find(|b| b.trust_domain == EAST)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(east_bundle(&first).sequence, 1);
+    stream.ack(first.version, "").await;
+
+    // East publishes a bundle with a second root (what a rotation's first
+    // step does). West holds it within seconds, though it polls every 10
+    // minutes: east announced it.
+    let old = TrustBundle::from_json(
+        TrustDomain::new(EAST).unwrap(),
+        export(&east).await.as_bytes(),
+    )
+    .unwrap();
+    let extra =
+        Authority::new_root(&TrustDomain::new(EAST).unwrap(), Duration::from_secs(3600)).unwrap();
+    let mut both = old.clone().with_sequence(2);
+    both.add_x509_authority(extra.cert().clone());
+    let published = serde_json::json!({"sequence": 2, "document": both.to_json()});
+    let put = causeway_store::Txn::new().put("bundle/own", serde_json::to_vec(&published).unwrap());
+    assert!(east.store().txn(put).await.unwrap().applied);
+
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            show(&west, "east").await.bundle_sequence == 2
+        })
+        .await,
+        "west still holds {:?}",
+        show(&west, "east").await
+    );
+    let took = started.elapsed();
+    assert_eq!(show(&west, "east").await.bundle_digest, both.digest());
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // West's gateway gets it in a new config version.
+    let second = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a new version")
+        .unwrap();
+    let b = east_bundle(&second);
+    assert_eq!((b.sequence, b.digest.as_str()), (2, both.digest().as_str()));
+
+    // East's bundle endpoint serves it too, to a plain SPIFFE client that
+    // authenticates it with the old bundle.
+    let anchors = BundleSet::from_bundles([old.clone()]).unwrap();
+    let fetched = causeway_exchange::fetch_bundle(
+        &format!("https://{}/", east.federation.unwrap()),
+        &SpiffeId::new(&format!("spiffe://{EAST}/causeway/controller")).unwrap(),
+        &anchors,
+        &old,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetched.sequence(), Some(2));
+    assert_eq!(fetched.digest(), both.digest());
+
+    // The federation API: without a client certificate, unauthenticated;
+    // with one of a domain we do not peer with, the handshake fails.
+    let tls = client::join_tls(&east.pin).unwrap();
+    let mut anon = client::federation("127.0.0.1", east.federation.unwrap().port(), tls).unwrap();
+    let e = anon
+        .holdings(fpb::HoldingsRequest {})
+        .await
+        .expect_err("no certificate");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let own = causeway_trust::tls::client_config(
+        &joined.svid,
+        std::sync::Arc::new(causeway_trust::SpiffeVerifier::new(
+            causeway_trust::SharedBundles::new(BundleSet::from_bundles([old.clone()]).unwrap()),
+            causeway_trust::Expected::AnyKnownDomain,
+        )),
+        &[b"h2"],
+    )
+    .unwrap();
+    // West's gateway SVID chains to west's root, which east holds: the
+    // handshake passes and the API refuses it by ID.
+    let mut gw = client::federation("127.0.0.1", east.federation.unwrap().port(), own).unwrap();
+    let e = gw
+        .holdings(fpb::HoldingsRequest {})
+        .await
+        .expect_err("a gateway is not a controller");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+
+    drop(stream);
+    east.shutdown().await;
+    west.shutdown().await;
+}
