@@ -100,19 +100,29 @@ pub(crate) fn compile(
                 match foreign_domains(td, allow, &peerings) {
                     None => local.push(principal(allow)),
                     // A foreign caller reaches only the ports exported to
-                    // its domain.
+                    // its domain, and only if the export's callers list
+                    // (when it has one) selects it too.
                     Some(domains) => {
-                        let ports: Vec<u32> = covered
+                        for peer in peerings
                             .iter()
-                            .filter(|port| exported(&peerings, &domains, s.name.as_str(), **port))
-                            .map(|p| u32::from(*p))
-                            .collect();
-                        if !ports.is_empty() {
-                            snap.authorization.push(pb::Rule {
-                                service: s.name.to_string(),
-                                ports,
-                                allow: vec![principal(allow)],
-                            });
+                            .filter(|p| domains.contains(&p.trust_domain))
+                        {
+                            for export in peer.exports.iter().filter(|e| e.service == s.name) {
+                                let ports: Vec<u32> = covered
+                                    .iter()
+                                    .filter(|port| export.ports.contains(port))
+                                    .map(|p| u32::from(*p))
+                                    .collect();
+                                let allow =
+                                    exported_to(allow, peer, export.callers.as_deref(), &domains);
+                                if !ports.is_empty() && !allow.is_empty() {
+                                    snap.authorization.push(pb::Rule {
+                                        service: s.name.to_string(),
+                                        ports,
+                                        allow,
+                                    });
+                                }
+                            }
                         }
                     }
                 }
@@ -172,13 +182,46 @@ fn foreign_domains(
     }
 }
 
-fn exported(peerings: &[&Peering], domains: &[TrustDomain], service: &str, port: u16) -> bool {
-    peerings.iter().any(|p| {
-        domains.contains(&p.trust_domain)
-            && p.exports
-                .iter()
-                .any(|e| e.service.as_str() == service && e.ports.contains(&port))
-    })
+/// The selectors that let `peer`'s callers named by `allow` in through an
+/// export whose callers list is `callers` (`None`: every caller of the
+/// peer). A principal stays a principal when only this peer's identity map
+/// yields it and the export names no callers; otherwise it becomes the
+/// identity map's patterns, each narrowed to the export's callers, so that
+/// one peer's callers never ride on another's export.
+fn exported_to(
+    allow: &Allow,
+    peer: &Peering,
+    callers: Option<&[Caller]>,
+    domains: &[TrustDomain],
+) -> Vec<pb::Principal> {
+    let selected: Vec<Caller> = match allow {
+        Allow::Caller(c) if c.trust_domain() == peer.trust_domain => vec![c.clone()],
+        Allow::Caller(_) => Vec::new(),
+        Allow::Principal(_) if callers.is_none() && domains.len() == 1 => {
+            return vec![principal(allow)];
+        }
+        Allow::Principal(name) => peer
+            .identity_map
+            .iter()
+            .filter(|r| r.principal == *name)
+            .map(|r| Caller::Pattern(r.from.clone()))
+            .collect(),
+    };
+    let narrowed: Vec<Caller> = match callers {
+        None => selected,
+        Some(callers) => selected
+            .iter()
+            .flat_map(|s| callers.iter().filter_map(|c| s.intersect(c)))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for c in narrowed {
+        let p = principal(&Allow::Caller(c));
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The snapshot's content without its version, to tell whether anything
@@ -253,5 +296,103 @@ fn publish(tx: &watch::Sender<Option<Arc<pb::ConfigSnapshot>>>, bytes: &[u8], me
             });
         }
         Err(e) => tracing::error!(error = %e, "the stored config snapshot does not decode"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+    use std::path::Path;
+
+    use causeway_resources::{Entry, Origin, parse_str};
+    use pb::principal::Match;
+
+    use super::*;
+
+    /// The example inventory Service at east and east's peering with west,
+    /// the peering's export `callers` replaced by `callers` (`None`: the
+    /// line removed).
+    fn compiled(callers: Option<&str>) -> Vec<pb::Rule> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        let old =
+            "      callers:\n        - pattern: spiffe://west.globex.example/ns/payments/sa/*\n";
+        let peering = read("peering-west.yaml");
+        assert!(peering.contains(old));
+        let peering = peering.replace(
+            old,
+            &callers.map_or(String::new(), |c| {
+                format!("      callers:\n        - {c}\n")
+            }),
+        );
+        let mut entries = Vec::new();
+        for (name, text) in [
+            ("peering", peering),
+            ("service", read("service-inventory.yaml")),
+        ] {
+            entries.extend(
+                parse_str(name, &text, &dir)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| Entry {
+                        origin: Origin::store(),
+                        resource: e.resource,
+                    }),
+            );
+        }
+        let set = ResourceSet::new(entries);
+        let td = TrustDomain::new("east.acme.example").unwrap();
+        let own = PublishedBundle {
+            sequence: 1,
+            document: set.peerings().next().unwrap().first_bundle.bundle.to_json(),
+        };
+        compile(&td, &set, &own, &BTreeMap::new())
+            .authorization
+            .into_iter()
+            .filter(|r| {
+                r.allow.iter().all(|a| match a.r#match.as_ref().unwrap() {
+                    Match::Principal(_) => true,
+                    Match::Id(s) | Match::Pattern(s) | Match::TrustDomain(s) => {
+                        s.contains("west.globex.example")
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn allows(rules: &[pb::Rule]) -> Vec<(Vec<u32>, Match)> {
+        rules
+            .iter()
+            .flat_map(|r| {
+                r.allow
+                    .iter()
+                    .map(|a| (r.ports.clone(), a.r#match.clone().unwrap()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_exports_callers_narrow_what_the_service_allows() {
+        let w = "spiffe://west.globex.example";
+        // The callers list and the identity map name the same pattern.
+        assert_eq!(
+            allows(&compiled(Some(&format!("pattern: {w}/ns/payments/sa/*")))),
+            [(vec![8080], Match::Pattern(format!("{w}/ns/payments/sa/*")))]
+        );
+        // A narrower list: only that ID.
+        assert_eq!(
+            allows(&compiled(Some(&format!("id: {w}/ns/payments/sa/api")))),
+            [(vec![8080], Match::Id(format!("{w}/ns/payments/sa/api")))]
+        );
+        // A list the service's rule does not meet: no foreign caller at all.
+        assert_eq!(
+            allows(&compiled(Some(&format!("pattern: {w}/ns/audit/**")))),
+            []
+        );
+        // No list: the principal, as the identity map yields it.
+        assert_eq!(
+            allows(&compiled(None)),
+            [(vec![8080], Match::Principal("west-payments".into()))]
+        );
     }
 }

@@ -36,6 +36,19 @@ impl Caller {
         }
     }
 
+    /// The callers both select, if any: an exact ID either selects, the
+    /// narrower of a pattern and its whole domain, or the intersection of
+    /// two patterns.
+    pub fn intersect(&self, other: &Caller) -> Option<Caller> {
+        match (self, other) {
+            (Self::Id(id), c) | (c, Self::Id(id)) => c.matches(id).then(|| Self::Id(id.clone())),
+            (Self::TrustDomain(td), c) | (c, Self::TrustDomain(td)) => {
+                (c.trust_domain() == *td).then(|| c.clone())
+            }
+            (Self::Pattern(a), Self::Pattern(b)) => a.intersect(b).map(Self::Pattern),
+        }
+    }
+
     /// The YAML key it is written under, and its value.
     pub(crate) fn key_value(&self) -> (&'static str, String) {
         match self {

@@ -220,6 +220,38 @@ impl IdPattern {
     }
 }
 
+impl IdPattern {
+    /// The pattern matching exactly the IDs both match, if any does.
+    pub fn intersect(&self, other: &IdPattern) -> Option<IdPattern> {
+        self.overlap(other)?;
+        let (a, b) = (&self.segments, &other.segments);
+        let open = |p: &[Segment]| matches!(p.last(), Some(Segment::DoubleStar));
+        let (open_a, open_b) = (open(a), open(b));
+        // Fixed segments before any trailing `**`.
+        let fixed = |p: &[Segment]| if open(p) { p.len() - 1 } else { p.len() };
+        let len = fixed(a).max(fixed(b));
+        let at = |p: &[Segment], i: usize| -> Segment {
+            match p.get(i) {
+                Some(Segment::DoubleStar) | None => Segment::Star,
+                Some(s) => s.clone(),
+            }
+        };
+        let mut text = format!("spiffe://{}", self.trust_domain);
+        for i in 0..len {
+            text.push('/');
+            match (at(a, i), at(b, i)) {
+                (Segment::Literal(l), _) | (_, Segment::Literal(l)) => text.push_str(&l),
+                _ => text.push('*'),
+            }
+        }
+        // Open only if both are: a closed pattern fixes the length.
+        if open_a && open_b {
+            text.push_str("/**");
+        }
+        IdPattern::new(&text).ok()
+    }
+}
+
 impl fmt::Display for IdPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -248,6 +280,45 @@ mod tests {
     }
     fn id(s: &str) -> SpiffeId {
         SpiffeId::new(s).unwrap()
+    }
+
+    #[test]
+    fn intersections() {
+        let i = |a: &str, b: &str| p(a).intersect(&p(b)).map(|x| x.to_string());
+        let w = "spiffe://west.globex.example";
+        assert_eq!(
+            i(&format!("{w}/ns/*/sa/api"), &format!("{w}/ns/payments/**")),
+            Some(format!("{w}/ns/payments/sa/api"))
+        );
+        assert_eq!(
+            i(&format!("{w}/**"), &format!("{w}/ns/*/**")),
+            Some(format!("{w}/ns/*/**"))
+        );
+        assert_eq!(i(&format!("{w}/a/*"), &format!("{w}/b/*")), None);
+        assert_eq!(i(&format!("{w}/a/*"), &format!("{w}/a/*/c")), None);
+        assert_eq!(
+            i(&format!("{w}/a/**"), "spiffe://east.acme.example/a/**"),
+            None
+        );
+        // Whatever both match, the intersection matches, and nothing else.
+        let ids = [
+            "/ns/payments/sa/api",
+            "/ns/payments/sa/x",
+            "/ns/shop/sa/api",
+            "/ns/payments",
+        ];
+        for (a, b) in [("/ns/*/sa/api", "/ns/payments/**"), ("/**", "/ns/*/sa/*")] {
+            let (pa, pb) = (p(&format!("{w}{a}")), p(&format!("{w}{b}")));
+            let both = pa.intersect(&pb).unwrap();
+            for path in ids {
+                let x = id(&format!("{w}{path}"));
+                assert_eq!(
+                    both.matches(&x),
+                    pa.matches(&x) && pb.matches(&x),
+                    "{a} {b} {path}"
+                );
+            }
+        }
     }
 
     #[test]
