@@ -62,6 +62,7 @@ impl LeaderTask {
                     r = self.lead(&leadership) => if let Err(e) = r {
                         tracing::warn!(error = %e, "leader work failed; resigning and campaigning again");
                     },
+                    () = self.sweep(&leadership) => {}
                 }
                 self.metrics.leader.set(0);
                 if let Err(e) = leadership.resign().await {
@@ -70,6 +71,18 @@ impl LeaderTask {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
+    }
+
+    /// Removes long-expired join tokens and tombstones, hourly.
+    async fn sweep(&self, leadership: &Leadership) {
+        loop {
+            match crate::tokens::sweep(&self.store, leadership.fence()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "swept expired join tokens"),
+                Err(e) => tracing::debug!(error = %e, "sweeping join tokens failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
     }
 
     async fn lead(&self, leadership: &Leadership) -> Result<()> {

@@ -31,6 +31,10 @@ pub(crate) struct StoredToken {
 struct UsedToken {
     gateway: String,
     used_unix: i64,
+    /// When the token would have expired (0 in older records: the time of
+    /// use stands in).
+    #[serde(default)]
+    expires_unix: i64,
 }
 
 /// Why a token is refused.
@@ -155,6 +159,7 @@ pub(crate) async fn create(
 pub(crate) struct Valid {
     pub(crate) gateway: String,
     mod_revision: Revision,
+    expires_unix: i64,
 }
 
 /// Checks a token without using it.
@@ -193,6 +198,7 @@ pub(crate) async fn check(
     Ok(Valid {
         gateway: record.gateway,
         mod_revision: kv.mod_revision,
+        expires_unix: record.expires_unix,
     })
 }
 
@@ -206,6 +212,7 @@ pub(crate) async fn consume(
     let used = serde_json::to_vec(&UsedToken {
         gateway: valid.gateway.clone(),
         used_unix: now_unix(),
+        expires_unix: valid.expires_unix,
     })
     .map_err(|_| TokenError::Unknown)?;
     let txn = Txn::new()
@@ -219,10 +226,88 @@ pub(crate) async fn consume(
     }
 }
 
+/// How long a token's record, or its used-tombstone, outlives the token:
+/// until then a late try is told "expired" or "already used", afterwards
+/// "unknown".
+pub(crate) const KEPT_AFTER_EXPIRY: i64 = 3600;
+
+/// Leader only: deletes token records and tombstones whose token expired
+/// more than [`KEPT_AFTER_EXPIRY`] ago. Returns how many went.
+pub(crate) async fn sweep(store: &Arc<dyn Store>, fence: Compare) -> Result<usize, StoreError> {
+    let cutoff = now_unix().saturating_sub(KEPT_AFTER_EXPIRY);
+    let mut txn = Txn::new().when(fence);
+    for kv in store.list(keys::TOKENS).await?.kvs {
+        if let Ok(t) = serde_json::from_slice::<StoredToken>(&kv.value)
+            && t.expires_unix < cutoff
+        {
+            txn = txn.delete(kv.key);
+        }
+    }
+    for kv in store.list(keys::TOKENS_USED).await?.kvs {
+        if let Ok(u) = serde_json::from_slice::<UsedToken>(&kv.value) {
+            let expires = if u.expires_unix == 0 {
+                u.used_unix
+            } else {
+                u.expires_unix
+            };
+            if expires < cutoff {
+                txn = txn.delete(kv.key);
+            }
+        }
+    }
+    let n = txn.ops.len();
+    if n > 0 {
+        let _ = store.txn(txn).await?;
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
+
+    #[tokio::test]
+    async fn sweep_removes_only_long_expired_tokens_and_tombstones() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            causeway_store::EmbeddedStore::open(dir.path().join("s"))
+                .await
+                .unwrap(),
+        );
+        let (live, _) = create(&store, "gw-1", Duration::from_secs(600), "pin")
+            .await
+            .unwrap();
+        let (used, _) = create(&store, "gw-2", Duration::from_secs(600), "pin")
+            .await
+            .unwrap();
+        let valid = check(&store, &used, "pin").await.unwrap();
+        consume(&store, &used, &valid).await.unwrap();
+        let old = now_unix() - KEPT_AFTER_EXPIRY - 10;
+        let put = |key: String, value: serde_json::Value| {
+            Txn::new().put(key, serde_json::to_vec(&value).unwrap())
+        };
+        let t = put(
+            format!("{}{}", keys::TOKENS, "00old00"),
+            serde_json::json!({"gateway": "x", "secret_sha256": "0", "expires_unix": old}),
+        );
+        store.txn(t).await.unwrap();
+        let t = put(
+            format!("{}{}", keys::TOKENS_USED, "00oldused00"),
+            serde_json::json!({"gateway": "y", "used_unix": old, "expires_unix": old}),
+        );
+        store.txn(t).await.unwrap();
+
+        let always = Compare::Absent("no-such-key".into());
+        assert_eq!(sweep(&store, always.clone()).await.unwrap(), 2);
+        assert_eq!(sweep(&store, always).await.unwrap(), 0);
+        // The live token still joins; the used one is still "already used".
+        assert!(check(&store, &live, "pin").await.is_ok());
+        assert!(matches!(
+            check(&store, &used, "pin").await,
+            Err(TokenError::Reused)
+        ));
+    }
 
     #[test]
     fn parse_round_trip_and_refusals() {
