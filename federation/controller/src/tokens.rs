@@ -291,12 +291,12 @@ mod tests {
             format!("{}{}", keys::TOKENS, "00old00"),
             serde_json::json!({"gateway": "x", "secret_sha256": "0", "expires_unix": old}),
         );
-        store.txn(t).await.unwrap();
+        assert!(store.txn(t).await.unwrap().applied);
         let t = put(
             format!("{}{}", keys::TOKENS_USED, "00oldused00"),
             serde_json::json!({"gateway": "y", "used_unix": old, "expires_unix": old}),
         );
-        store.txn(t).await.unwrap();
+        assert!(store.txn(t).await.unwrap().applied);
 
         let always = Compare::Absent("no-such-key".into());
         assert_eq!(sweep(&store, always.clone()).await.unwrap(), 2);
