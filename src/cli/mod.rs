@@ -6,6 +6,7 @@
 mod admin;
 mod bench;
 mod bundle;
+mod bundles;
 mod ca;
 mod controller;
 mod demo;
@@ -53,6 +54,9 @@ enum Command {
     Token(admin::TokenCommand),
     /// Gateways known to a controller: connected, acked version, holdings.
     Gateways(admin::GatewaysArgs),
+    /// Whether every party holds the trust bundles it must.
+    #[command(subcommand)]
+    Bundles(bundles::BundlesCommand),
     /// Show what Causeway does, on loopback, in a temp dir.
     Demo,
     /// Measure the data path: direct, one gateway, two gateways over QUIC, and
@@ -71,6 +75,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peer(c) => admin::peer(c),
         Command::Token(c) => admin::token(c),
         Command::Gateways(a) => admin::gateways(a),
+        Command::Bundles(c) => bundles::run(c),
         Command::Demo => demo::run(),
         Command::Bench(a) => bench::run(a),
     }

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::peers::{self, HeldPeerBundle};
 use crate::stored;
 use crate::tokens::{self, now_unix};
+use crate::verify::Verifier;
 
 /// Retries of an apply that lost a race with another apply.
 const APPLY_ATTEMPTS: usize = 5;
@@ -33,6 +34,7 @@ pub(crate) struct Admin {
     pub(crate) ca: Arc<CaState>,
     pub(crate) metrics: Metrics,
     pub(crate) join_token_ttl: Duration,
+    pub(crate) verifier: Verifier,
 }
 
 #[tonic::async_trait]
@@ -252,6 +254,22 @@ impl AdminApi for Admin {
         Ok(Response::new(pb::ListGatewaysResponse {
             gateways: out.into_values().collect(),
         }))
+    }
+
+    async fn verify_bundles(
+        &self,
+        req: Request<pb::VerifyBundlesRequest>,
+    ) -> Result<Response<pb::VerifyBundlesResponse>, Status> {
+        let td = req.into_inner().trust_domain;
+        let only = if td.is_empty() {
+            None
+        } else {
+            Some(
+                causeway_trust::TrustDomain::new(&td)
+                    .map_err(|e| Status::invalid_argument(format!("--trust-domain {td:?}: {e}")))?,
+            )
+        };
+        Ok(Response::new(self.verifier.report(only.as_ref()).await?))
     }
 }
 

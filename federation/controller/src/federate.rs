@@ -20,12 +20,14 @@ use std::time::Duration;
 use causeway_exchange::refresh::RefreshEvent;
 use causeway_exchange::{RefreshPolicy, Refresher};
 use causeway_proto::federation::v1 as pb;
+use causeway_proto::federation::v1::federation_client::FederationClient;
 use causeway_resources::{Peering, ResourceSet};
 use causeway_store::{Compare, Store};
 use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeVerifier, TrustBundle};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tonic::transport::Channel;
 
 use crate::client;
 use crate::metrics::Metrics;
@@ -182,16 +184,8 @@ impl Federate {
         theirs: &TrustBundle,
         ours: &TrustBundle,
     ) -> Result<pb::AnnounceReply, String> {
-        let set = BundleSet::from_bundles([theirs.clone()]).map_err(|e| format!("{e:?}"))?;
-        let verifier = Arc::new(SpiffeVerifier::new(
-            SharedBundles::new(set),
-            Expected::ids([peering.bundle_endpoint.spiffe_id.clone()]),
-        ));
-        let tls = causeway_trust::tls::client_config(&self.svid, verifier, &[b"h2"])
-            .map_err(|e| e.to_string())?;
         let url = &peering.bundle_endpoint.url;
-        let mut api = client::federation(&url.host.to_string(), url.port.unwrap_or(443), tls)
-            .map_err(|e| e.to_string())?;
+        let mut api = peer_client(&self.svid, peering, theirs)?;
         let announcement = pb::Announcement {
             document: ours.to_json(),
             sequence: ours.sequence().unwrap_or(0),
@@ -210,6 +204,25 @@ impl Federate {
             .map(tonic::Response::into_inner)
             .map_err(|s| format!("{}: {}", url, s.message()))
     }
+}
+
+/// The federation API of `peering`'s controller, which must present the
+/// peering's endpoint ID chaining to `theirs`; we present `svid`.
+pub(crate) fn peer_client(
+    svid: &SvidSource,
+    peering: &Peering,
+    theirs: &TrustBundle,
+) -> Result<FederationClient<Channel>, String> {
+    let set = BundleSet::from_bundles([theirs.clone()]).map_err(|e| format!("{e:?}"))?;
+    let verifier = Arc::new(SpiffeVerifier::new(
+        SharedBundles::new(set),
+        Expected::ids([peering.bundle_endpoint.spiffe_id.clone()]),
+    ));
+    let tls =
+        causeway_trust::tls::client_config(svid, verifier, &[b"h2"]).map_err(|e| e.to_string())?;
+    let url = &peering.bundle_endpoint.url;
+    client::federation(&url.host.to_string(), url.port.unwrap_or(443), tls)
+        .map_err(|e| e.to_string())
 }
 
 /// Whether `a` should replace `b`: a later sequence, or the same with

@@ -45,6 +45,7 @@ mod stream;
 pub mod testing;
 pub mod tls;
 pub mod tokens;
+mod verify;
 mod view;
 
 pub use causeway_exchange::RefreshPolicy;

@@ -34,6 +34,7 @@ use crate::leader::LeaderTask;
 use crate::metrics::Metrics;
 use crate::snapshot;
 use crate::stream::Streams;
+use crate::verify::Verifier;
 use crate::view;
 
 /// What the embedding process chooses.
@@ -175,6 +176,12 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
         ca: state.clone(),
         metrics: metrics.clone(),
         join_token_ttl: config.join_token_ttl,
+        verifier: Verifier {
+            store: store.clone(),
+            trust_domain: config.trust_domain.clone(),
+            svid: svid.clone(),
+            view: view.clone(),
+        },
     };
     let mut stop = shutdown.subscribe();
     servers.push(tokio::spawn(async move {

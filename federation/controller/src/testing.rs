@@ -170,6 +170,29 @@ impl ConfigStream {
         }
     }
 
+    /// Reports holding `bundles` (as a gateway does after applying a
+    /// version that changed them) and `joined`'s SVID.
+    pub async fn report_holdings(&self, joined: &Joined, bundles: &[pb::Bundle]) {
+        let _ = self
+            .tx
+            .send(pb::GatewayMessage {
+                message: Some(pb::gateway_message::Message::Holdings(pb::Holdings {
+                    bundles: bundles
+                        .iter()
+                        .map(|b| pb::HeldBundle {
+                            trust_domain: b.trust_domain.clone(),
+                            sequence: b.sequence,
+                            digest: b.digest.clone(),
+                        })
+                        .collect(),
+                    svid_serial: joined.svid.svid().info().serial.clone(),
+                    svid_issuer: String::new(),
+                    svid_expires_unix: joined.response.expires_unix,
+                })),
+            })
+            .await;
+    }
+
     /// ACKs (empty `error`) or NACKs a version.
     pub async fn ack(&self, version: u64, error: &str) {
         let _ = self

@@ -97,6 +97,22 @@ async fn show(c: &Running, name: &str) -> pb::PeerSummary {
         .unwrap()
 }
 
+async fn verify(c: &Running) -> pb::VerifyBundlesResponse {
+    let mut admin = client::admin(&c.admin_socket).await.unwrap();
+    admin
+        .verify_bundles(pb::VerifyBundlesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn kinds(r: &pb::VerifyBundlesResponse) -> Vec<(&str, &str)> {
+    r.parties
+        .iter()
+        .map(|p| (p.kind.as_str(), p.name.as_str()))
+        .collect()
+}
+
 /// Polls `f` every 100 ms until it holds or `within` passes.
 async fn eventually<F: AsyncFn() -> bool>(within: Duration, f: F) -> bool {
     let deadline = Instant::now() + within;
@@ -159,6 +175,24 @@ async fn peers_exchange_bundles_and_exports_and_follow_a_new_bundle_at_once() {
     };
     assert_eq!(east_bundle(&first).sequence, 1);
     stream.ack(first.version, "").await;
+    stream.report_holdings(&joined, &first.bundles).await;
+
+    // Everyone holds what they must: east's controller and west's gateway
+    // hold east's bundle, west's gateway holds west's.
+    assert!(
+        eventually(Duration::from_secs(10), async || verify(&west)
+            .await
+            .in_sync)
+        .await,
+        "{:?}",
+        verify(&west).await
+    );
+    let at_east = verify(&east).await;
+    assert!(at_east.in_sync, "{at_east:?}");
+    assert_eq!(
+        kinds(&at_east),
+        [("peer_controller", ""), ("peer_gateway", "west-1")]
+    );
 
     // East publishes a bundle with a second root (what a rotation's first
     // step does). West holds it within seconds, though it polls every 10
@@ -196,6 +230,34 @@ async fn peers_exchange_bundles_and_exports_and_follow_a_new_bundle_at_once() {
         .unwrap();
     let b = east_bundle(&second);
     assert_eq!((b.sequence, b.digest.as_str()), (2, both.digest().as_str()));
+
+    // Until the gateway says it holds it, both sides name it as behind.
+    let behind = verify(&west).await;
+    assert!(!behind.in_sync);
+    let first_row = &behind.parties[0];
+    assert_eq!(
+        (
+            first_row.kind.as_str(),
+            first_row.name.as_str(),
+            first_row.bundle_trust_domain.as_str()
+        ),
+        ("local_gateway", "west-1", EAST),
+        "{behind:?}"
+    );
+    assert_eq!(first_row.problem, "holds sequence 1, not 2 (other roots)");
+    assert!(!verify(&east).await.in_sync);
+    stream.ack(second.version, "").await;
+    stream.report_holdings(&joined, &second.bundles).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || verify(&west)
+            .await
+            .in_sync
+            && verify(&east).await.in_sync)
+        .await,
+        "{:?}\n{:?}",
+        verify(&west).await,
+        verify(&east).await
+    );
 
     // East's bundle endpoint serves it too, to a plain SPIFFE client that
     // authenticates it with the old bundle.
