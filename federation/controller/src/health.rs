@@ -28,6 +28,8 @@ pub(crate) struct HealthState {
     pub(crate) metrics: Metrics,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) ready: AtomicBool,
+    /// Our bundle, for its roots' expiry.
+    pub(crate) own: tokio::sync::watch::Receiver<causeway_trust::TrustBundle>,
 }
 
 pub(crate) fn spawn(listener: TcpListener, state: Arc<HealthState>) -> JoinHandle<()> {
@@ -76,11 +78,28 @@ async fn refresh(state: &HealthState) {
         m.connected_gateways
             .set(i64::try_from(list.kvs.len()).unwrap_or(i64::MAX));
     }
+    m.root_expiry.reset();
+    let now = now_unix();
+    #[allow(clippy::cast_precision_loss, reason = "a gauge in seconds")]
+    let expiry = |td: &str, bundle: &causeway_trust::TrustBundle| {
+        if let Some(at) = bundle.earliest_expiry() {
+            m.root_expiry
+                .with_label_values(&[td])
+                .set((at - now) as f64);
+        }
+    };
+    let own = state.own.borrow().clone();
+    expiry(own.trust_domain().as_str(), &own);
     if let Ok(held) = peers::read_all(&state.store).await {
         m.peers.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
         m.peer_bundle_age.reset();
-        let now = now_unix();
         for (name, h) in held {
+            if let Some(b) = causeway_trust::TrustDomain::new(&h.trust_domain)
+                .ok()
+                .and_then(|td| h.bundle(&td))
+            {
+                expiry(&h.trust_domain, &b);
+            }
             #[allow(clippy::cast_precision_loss, reason = "a gauge in seconds")]
             m.peer_bundle_age
                 .with_label_values(&[name.as_str()])

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub announcements_sent: IntCounterVec,
     /// Announcements from peers; `outcome`: updated | unchanged | older.
     pub announcements_received: IntCounterVec,
+    /// Seconds until the soonest-expiring root of each bundle held (ours
+    /// and each peer's), by trust domain.
+    pub root_expiry: GaugeVec,
 }
 
 impl Metrics {
@@ -107,6 +110,14 @@ impl Metrics {
             ),
             &["peer", "outcome"],
         )?;
+        let root_expiry = GaugeVec::new(
+            Opts::new(
+                "causeway_controller_root_expiry_seconds",
+                "Seconds until the soonest-expiring root of each bundle held (ours and peers')",
+            ),
+            &["trust_domain"],
+        )?;
+        registry.register(Box::new(root_expiry.clone()))?;
         registry.register(Box::new(peer_bundle_fetches.clone()))?;
         registry.register(Box::new(announcements_sent.clone()))?;
         registry.register(Box::new(announcements_received.clone()))?;
@@ -144,6 +155,7 @@ impl Metrics {
             peer_bundle_fetches,
             announcements_sent,
             announcements_received,
+            root_expiry,
         })
     }
 

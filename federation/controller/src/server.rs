@@ -201,6 +201,7 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
         metrics: metrics.clone(),
         store: store.clone(),
         ready: AtomicBool::new(false),
+        own: view.own_changes.clone(),
     });
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {

@@ -113,6 +113,19 @@ fn kinds(r: &pb::VerifyBundlesResponse) -> Vec<(&str, &str)> {
         .collect()
 }
 
+async fn metrics(c: &Running) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(c.metrics.unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text
+}
+
 /// Polls `f` every 100 ms until it holds or `within` passes.
 async fn eventually<F: AsyncFn() -> bool>(within: Duration, f: F) -> bool {
     let deadline = Instant::now() + within;
@@ -300,6 +313,34 @@ async fn peers_exchange_bundles_and_exports_and_follow_a_new_bundle_at_once() {
         .await
         .expect_err("a gateway is not a controller");
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+
+    // West's metrics: the announcements it received and sent, and how long
+    // each bundle's roots have left.
+    let m = metrics(&west).await;
+    let sample = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        sample(
+            "causeway_controller_announcements_received_total{outcome=\"updated\",peer=\"east\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        sample("causeway_controller_announcements_sent_total{peer=\"east\",result=\"ok\"}") >= 1.0,
+        "{m}"
+    );
+    for td in [EAST, WEST] {
+        let left = sample(&format!(
+            "causeway_controller_root_expiry_seconds{{trust_domain=\"{td}\"}}"
+        ));
+        assert!(
+            left > 0.0 && left <= 3600.0 * 24.0 * 366.0,
+            "{td}: {left}\n{m}"
+        );
+    }
 
     drop(stream);
     east.shutdown().await;

@@ -134,6 +134,19 @@ impl TrustBundle {
         format!("sha256:{}", crate::hash::hex(ctx.finish().as_ref()))
     }
 
+    /// The soonest expiry (unix seconds) among the X.509 authorities that
+    /// parse; `None` when none does.
+    pub fn earliest_expiry(&self) -> Option<i64> {
+        self.x509_authorities
+            .iter()
+            .filter_map(|c| {
+                x509_parser::certificate::X509Certificate::from_der(c)
+                    .ok()
+                    .map(|(_, cert)| cert.validity().not_after.timestamp())
+            })
+            .min()
+    }
+
     /// Parses a SPIFFE bundle document. Entries with a `use` other than
     /// `x509-svid` and `jwt-svid` are ignored, as the format asks.
     pub fn from_json(trust_domain: TrustDomain, doc: &[u8]) -> Result<Self, BundleError> {
