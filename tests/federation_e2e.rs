@@ -43,11 +43,12 @@ const WEST: &str = "west.globex.example";
 /// The gateways' SVID lifetime: they renew at about half of it (±10%), so
 /// every 7 to 9 s, several times in this test. It is also long enough that
 /// an SVID renewed just before the controllers stop is still valid when
-/// east's gateway restarts without them (phases 4 and 5 need about 10 s).
+/// east's gateway restarts without them (phases 4 and 5 take about 8 s).
 const SVID_TTL: &str = "16s";
 /// What phases 4 and 5 need of both SVIDs when the controllers stop: the
 /// restarted gateway must present a valid SVID, and get a valid one from
-/// west, about 7 s later; the rest is margin for a slow machine.
+/// west, about 5 s later, and both must still be valid when the phase
+/// ends 3 s after that; the rest is margin for a slow machine.
 const SVID_LEFT_FOR_OUTAGE: f64 = 11.0;
 /// West's Service, the local name east imports it as, and the upstream's
 /// name (`x-seen-by`).
