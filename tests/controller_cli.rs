@@ -7,63 +7,11 @@
 
 mod support;
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
+use support::process::Controller;
 use support::{causeway, s, tmp};
-
-struct Controller {
-    child: Child,
-    ready: serde_json::Value,
-    log: PathBuf,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Controller {
-    fn start(config: &Path, log: PathBuf) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["controller", "--config", s(config)])
-            .env("CAUSEWAY_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut c = Self {
-            child,
-            ready: serde_json::Value::Null,
-            log,
-        };
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        c.ready = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!(
-                "no ready line: {line:?}\nlog:\n{}",
-                fs::read_to_string(&c.log).unwrap_or_default()
-            )
-        });
-        c
-    }
-
-    fn socket(&self) -> String {
-        self.ready["admin_socket"].as_str().unwrap().to_owned()
-    }
-}
 
 fn repo_config(name: &str) -> String {
     format!("{}/config/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -8,74 +8,28 @@
 
 mod support;
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
+use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::client::{request, send};
-use support::process::Gateway;
+use support::process::{Controller, Gateway};
 use support::upstreams::http_upstream;
 use support::{causeway, s, tmp};
 
 const FRONTEND: &str = "spiffe://east.acme.example/ns/shop/sa/frontend";
 
-struct Controller {
-    child: Child,
-    ready: serde_json::Value,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Controller {
-    fn start(dir: &Path) -> Self {
-        let config = dir.join("controller.yaml");
-        fs::write(
-            &config,
-            "trust_domain: east.acme.example\ndata_dir: ctl-data\napi: {listen: 127.0.0.1:0}\n\
-             metrics: {listen: 127.0.0.1:0}\nsvid_ttl: 10m\n",
-        )
-        .unwrap();
-        let log = dir.join("controller.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["controller", "--config", s(&config)])
-            .env("CAUSEWAY_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let ready = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!(
-                "no ready line: {line:?}\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-        Self { child, ready }
-    }
-
-    fn socket(&self) -> String {
-        self.ready["admin_socket"].as_str().unwrap().to_owned()
-    }
-
-    fn api(&self) -> String {
-        self.ready["api"].as_str().unwrap().to_owned()
-    }
+/// A controller of east on the embedded store, in `dir`.
+fn start_controller(dir: &Path) -> Controller {
+    let config = dir.join("controller.yaml");
+    fs::write(
+        &config,
+        "trust_domain: east.acme.example\ndata_dir: ctl-data\napi: {listen: 127.0.0.1:0}\n\
+         metrics: {listen: 127.0.0.1:0}\nsvid_ttl: 10m\n",
+    )
+    .unwrap();
+    Controller::start(&config, dir.join("controller.log"))
 }
 
 /// A Service `echo` on port 8080 at `upstream`, callable by the frontend.
@@ -130,7 +84,7 @@ async fn a_gateway_joins_with_a_token_serves_the_controllers_config_and_restarts
     let dir = tmp();
     let first = http_upstream("echo-1").await;
     let second = http_upstream("echo-2").await;
-    let c = Controller::start(dir.path());
+    let c = start_controller(dir.path());
     let sock = c.socket();
     causeway(&[
         "apply",

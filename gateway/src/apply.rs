@@ -5,14 +5,18 @@
 //! new GatewayConfig (validated whole by GatewayConfig::from_raw)
 //!   ─► draining? refuse
 //!   ─► config::live::live_changes(current, new)   a field that cannot change
-//!        live (trust domain, ID, credential files, admin, peer listener,
-//!        listeners) ─► refused, each named; the current config stays
+//!        live (trust domain, ID, SVID files, the own bundle file, admin,
+//!        peer listener, listeners) ─► refused, each named; the current
+//!        config stays
+//!   ─► bundle files of other domains added or moved: read and checked
+//!        (a bad one refuses the config), not yet in use
 //!   ─► peer slots: unchanged peers keep theirs (and their connection),
 //!        changed or new peers get a client config verifying their IDs
 //!   ─► peer listener TLS/QUIC config rebuilt if the accepted peer gateway
 //!        IDs or the QUIC limits changed (built before anything is swapped)
 //!   ─► Snapshot::next (endpoints, permits, HTTP pools taken over)
-//!   ─► one atomic store; then the new server config for new handshakes
+//!   ─► the bundles taken in use (and watched), then one atomic store of
+//!        the snapshot; then the new server config for new handshakes
 //! ```
 //!
 //! Applies are serialised (a lock held only while building and swapping,
@@ -32,6 +36,7 @@ use crate::config::{ConfigError, GatewayConfig, Problem};
 use crate::drain::Drain;
 use crate::live::{Live, Origin, Snapshot};
 use crate::outbound::Outbound;
+use crate::reload::{Credentials, ReloadError};
 use crate::tunnel::quic::TunnelError;
 use crate::tunnel::serve::peer_server_config;
 
@@ -44,6 +49,8 @@ pub enum ApplyError {
     NotLive(Vec<Problem>),
     #[error("building the peer TLS configs: {0}")]
     Tunnel(#[from] TunnelError),
+    #[error("a bundle the config names: {0}")]
+    Bundle(#[from] ReloadError),
     #[error("the gateway is draining")]
     Draining,
 }
@@ -63,6 +70,7 @@ impl ApplyError {
             Self::Invalid(_) => "invalid",
             Self::NotLive(_) => "not_live",
             Self::Tunnel(_) => "tls",
+            Self::Bundle(_) => "bundle",
             Self::Draining => "draining",
         }
     }
@@ -74,6 +82,10 @@ impl ApplyError {
             Self::NotLive(p) => p.clone(),
             Self::Tunnel(e) => vec![Problem {
                 field: "peers".into(),
+                reason: e.to_string(),
+            }],
+            Self::Bundle(e) => vec![Problem {
+                field: "bundles".into(),
                 reason: e.to_string(),
             }],
             Self::Draining => Vec::new(),
@@ -110,6 +122,7 @@ impl std::fmt::Debug for PeerTls {
 struct Inner {
     live: Arc<Live>,
     outbound: Arc<Outbound>,
+    credentials: Arc<Credentials>,
     peer_tls: Option<PeerTls>,
     drain: Drain,
     lock: Mutex<()>,
@@ -127,6 +140,7 @@ impl ConfigApplier {
     pub(crate) fn new(
         live: Arc<Live>,
         outbound: Arc<Outbound>,
+        credentials: Arc<Credentials>,
         peer_tls: Option<PeerTls>,
         drain: Drain,
     ) -> Self {
@@ -134,6 +148,7 @@ impl ConfigApplier {
             inner: Arc::new(Inner {
                 live,
                 outbound,
+                credentials,
                 peer_tls,
                 drain,
                 lock: Mutex::new(()),
@@ -158,6 +173,15 @@ impl ConfigApplier {
         }
         let current = i.live.load();
         let changes = live_changes(&current.config, &new).map_err(ApplyError::NotLive)?;
+        // A new peer's bundle must be held before the config that dials or
+        // accepts its gateways is in effect.
+        let bundles = match changes.bundles.is_empty() {
+            true => None,
+            false => Some(
+                i.credentials
+                    .prepare_bundle_files(&new.credentials.bundles)?,
+            ),
+        };
         let new = Arc::new(new);
         let slots = i.outbound.dialer.slots(&new, &current.peers)?;
         let server = match &i.peer_tls {
@@ -169,6 +193,9 @@ impl ConfigApplier {
         };
         let next = current.next(new, slots, origin);
         let (generation, source) = (next.generation, next.origin.clone());
+        if let Some(b) = bundles {
+            i.credentials.commit_bundle_files(b);
+        }
         i.live.store(next);
         if let Some((endpoint, server)) = server {
             endpoint.set_server_config(Some(server));

@@ -216,6 +216,11 @@ impl Metrics {
             .set(v);
     }
 
+    /// Forgets a trust domain whose bundle is no longer held.
+    pub fn remove_bundle_sequence(&self, trust_domain: &str) {
+        let _ = self.bundle_sequence.remove_label_values(&[trust_domain]);
+    }
+
     /// Counts one credential reload attempt; `result` is `ok` or a reason
     /// label from a closed set.
     pub fn credential_reload(&self, kind: &str, result: &str) {

@@ -32,6 +32,12 @@
 //! chain to our bundle yet, is retried every tick (clock skew passes; the
 //! bundle may be written after the SVID).
 //!
+//! The bundle files of other trust domains may change with the config
+//! ([`Credentials::prepare_bundle_files`], then
+//! [`Credentials::commit_bundle_files`] when the config is swapped in): a
+//! new peer's bundle is read and checked before the config naming the peer
+//! is in effect, and from then on watched like the others.
+//!
 //! The same task warns about expiry: an SVID within a third of its lifetime
 //! (or ten minutes) of `not_after` is logged at warn, an expired one at
 //! error, at start, at every swap and then every [`EXPIRY_LOG_EVERY`].
@@ -44,7 +50,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use causeway_trust::tls::{SvidSource, TlsError};
 use causeway_trust::{
-    BundleSet, Expected, PeerRole, SharedBundles, Svid, TrustDomain, VerifyError,
+    BundleSet, Expected, PeerRole, SharedBundles, Svid, TrustBundle, TrustDomain, VerifyError,
 };
 use rustls_pki_types::UnixTime;
 use tokio::sync::Notify;
@@ -210,6 +216,11 @@ pub struct Credentials {
     config: Arc<GatewayConfig>,
     svid: SvidSource,
     bundles: SharedBundles,
+    /// The bundle files watched, by trust domain: the start config's, then
+    /// those of the config in effect. Held while the bundle set is loaded,
+    /// changed and stored, so that a reload and a new config never lose
+    /// each other's change.
+    bundle_files: Mutex<BTreeMap<TrustDomain, PathBuf>>,
     metrics: Arc<Metrics>,
     status: Mutex<BTreeMap<String, SourceStatus>>,
     trigger: Notify,
@@ -225,6 +236,7 @@ impl Credentials {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let this = Self {
+            bundle_files: Mutex::new(config.credentials.bundles.clone()),
             config,
             svid,
             bundles,
@@ -278,7 +290,7 @@ impl Credentials {
         // without a swap, and files that changed since are swapped in then.
         let mut watches = Watches::default();
         watches.svid.seen = Some(self.read_svid().0);
-        for (td, path) in &self.config.credentials.bundles {
+        for (td, path) in &self.bundle_files() {
             let (hash, _) = read_hashed(&[path]);
             watches.bundles.entry(td.clone()).or_default().seen = Some(hash);
         }
@@ -309,7 +321,7 @@ impl Credentials {
             let result = read.and_then(|(cert, key)| self.try_svid(&cert, &key));
             self.settle(SVID_SOURCE, "svid", &mut watches.svid, hash, result);
         }
-        for (td, path) in &self.config.credentials.bundles {
+        for (td, path) in &self.bundle_files() {
             let (hash, read) = read_hashed(&[path]);
             let watch = watches.bundles.entry(td.clone()).or_default();
             if watch.step(hash, forced) {
@@ -435,6 +447,11 @@ impl Credentials {
 
     fn try_bundle(&self, td: &TrustDomain, path: &Path, text: &[u8]) -> Result<Swap, ReloadError> {
         let new = bundle_from_file(td, path, text).map_err(ReloadError::Invalid)?;
+        let files = self.lock_bundle_files();
+        if files.get(td).map(PathBuf::as_path) != Some(path) {
+            // A new config dropped or moved it since this pass began.
+            return Ok(Swap::Unchanged);
+        }
         let current = self.bundles.load();
         let previous = current.get(td);
         if previous == Some(&new) {
@@ -449,8 +466,9 @@ impl Credentials {
             warn!(trust_domain = %td, file = %path.display(), old, new,
                 "bundle sequence went backwards; taking the file as the truth");
         }
-        // Only the owner stores, so nothing was swapped in since `load`.
+        // Stores hold the files lock, so nothing was swapped in since `load`.
         self.bundles.store(set);
+        drop(files);
         self.metrics.set_bundle_sequence(td.as_str(), sequence);
         info!(trust_domain = %td, sequence = ?sequence, %digest,
             previous_digest = %previous.map(|b| b.digest()).unwrap_or_default(),
@@ -459,6 +477,72 @@ impl Credentials {
             self.check_own_chain();
         }
         Ok(Swap::Swapped)
+    }
+
+    /// The bundle files watched now.
+    pub fn bundle_files(&self) -> BTreeMap<TrustDomain, PathBuf> {
+        self.lock_bundle_files().clone()
+    }
+
+    fn lock_bundle_files(&self) -> std::sync::MutexGuard<'_, BTreeMap<TrustDomain, PathBuf>> {
+        self.bundle_files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads and checks the bundles a new config names that are not
+    /// watched yet (a new peer domain, or a file moved), without taking
+    /// anything in use: [`Self::commit_bundle_files`] does, when the config
+    /// is swapped in. The own trust domain's file is not the config's to
+    /// change (`config::live` refuses that).
+    pub fn prepare_bundle_files(
+        &self,
+        files: &BTreeMap<TrustDomain, PathBuf>,
+    ) -> Result<BundleFiles, ReloadError> {
+        let watched = self.bundle_files();
+        let mut scratch = (*self.bundles.load()).clone();
+        let mut added = Vec::new();
+        for (td, path) in files {
+            if watched.get(td) == Some(path) {
+                continue;
+            }
+            let text = read_hashed(&[path]).1?.pop().unwrap_or_default();
+            let bundle = bundle_from_file(td, path, &text).map_err(ReloadError::Invalid)?;
+            insert_bundle(&mut scratch, bundle.clone(), path).map_err(ReloadError::Invalid)?;
+            added.push((td.clone(), bundle));
+        }
+        Ok(BundleFiles {
+            files: files.clone(),
+            added,
+        })
+    }
+
+    /// Takes prepared bundle files in use: their bundles join the set every
+    /// handshake reads, bundles of domains the config no longer names
+    /// leave it, and the reload task watches the new list.
+    pub fn commit_bundle_files(&self, change: BundleFiles) {
+        let mut files = self.lock_bundle_files();
+        let mut set = (*self.bundles.load()).clone();
+        for (td, bundle) in change.added {
+            let (sequence, digest) = (bundle.sequence(), bundle.digest());
+            if set.insert(bundle).is_ok() {
+                self.metrics.set_bundle_sequence(td.as_str(), sequence);
+                info!(trust_domain = %td, sequence = ?sequence, %digest,
+                    "bundle added by the config: used from the next handshake on");
+            }
+        }
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        for td in files.keys() {
+            if !change.files.contains_key(td) && td != &self.config.trust_domain {
+                set.remove(td);
+                status.remove(td.as_str());
+                self.metrics.remove_bundle_sequence(td.as_str());
+                info!(trust_domain = %td, "bundle dropped by the config");
+            }
+        }
+        drop(status);
+        self.bundles.store(set);
+        *files = change.files;
     }
 
     /// Whether an SVID verifies, chain and validity, against the bundle
@@ -486,6 +570,14 @@ impl Credentials {
                  peers holding that bundle will refuse it: {e}");
         }
     }
+}
+
+/// The bundles of a new config's bundle files, read and checked, not yet
+/// in use.
+#[derive(Debug)]
+pub struct BundleFiles {
+    files: BTreeMap<TrustDomain, PathBuf>,
+    added: Vec<(TrustDomain, TrustBundle)>,
 }
 
 /// Stops the reload task when dropped.

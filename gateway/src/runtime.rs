@@ -260,7 +260,13 @@ pub async fn start_with(
         metrics.clone(),
         drain.clone(),
     ));
-    let applier = ConfigApplier::new(live, outbound.clone(), peer_tls, drain.clone());
+    let applier = ConfigApplier::new(
+        live,
+        outbound.clone(),
+        credentials.clone(),
+        peer_tls,
+        drain.clone(),
+    );
 
     let mut listeners = BTreeMap::new();
     for l in &config.listeners {

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use causeway_gateway::config::GatewayConfig;
 use causeway_gateway::live::Origin;
 use causeway_gateway::runtime::{Running, StartOptions, start_with};
+use causeway_trust::TrustDomain;
 use causeway_trust::testing::TestDomain;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -156,6 +157,30 @@ limits: {{handshake_timeout: 2s}}
 }
 
 const WEST_ID: &str = "spiffe://west.globex.example/gateway/west-1";
+
+/// East on its own: its bundle and the front listener; with `west`
+/// (address, bundle file) also west's bundle, west as a peer and payments
+/// imported from it.
+fn east_alone_yaml(own_bundle: &str, west: Option<(SocketAddr, &str)>) -> String {
+    let mut s = format!(
+        "trust_domain: east.acme.example\nid: spiffe://east.acme.example/gateway/east-1\n\
+         svid: {{cert: east-gw.pem, key: east-gw.key}}\nbundles:\n  \
+         - {{trust_domain: east.acme.example, file: {own_bundle}}}\n"
+    );
+    if let Some((_, file)) = west {
+        s += &format!("  - {{trust_domain: west.globex.example, file: {file}}}\n");
+    }
+    s += "admin: {listen: \"127.0.0.1:0\"}\nlisteners:\n  - {name: front, listen: \"127.0.0.1:0\", protocol: http, \
+          caller: {identity: \"spiffe://east.acme.example/ns/shop/sa/frontend\"}}\n";
+    if let Some((addr, _)) = west {
+        s += &format!(
+            "imports:\n  - {{name: payments, port: 80, peer: west, remote_port: 8080}}\n\
+             peers:\n  - name: west\n    trust_domain: west.globex.example\n    \
+             gateways: [{{address: \"{addr}\", id: \"{WEST_ID}\"}}]\n"
+        );
+    }
+    s
+}
 
 struct Pair {
     dir: TempDir,
@@ -430,4 +455,57 @@ async fn foreign_callers_are_mapped_to_local_principals_on_inbound() {
         })
         .unwrap_or_else(|| panic!("no inbound denied sample:\n{m}"));
     assert!(denied.ends_with(" 1"), "{denied}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_peer_comes_with_its_bundle_live_and_leaves_with_it() {
+    let pair = Pair::start().await;
+    let d = pair.dir.path();
+    let west_addr = pair.west.peer_listener.unwrap();
+    let west_td = TrustDomain::new("west.globex.example").unwrap();
+    let own = "east.bundle.json";
+    let east = start(d, "east-alone.yaml", &east_alone_yaml(own, None)).await;
+    let front = east.listeners["front"];
+    assert_eq!(get(front, "payments", "").await.status, 404);
+
+    // A peer's bundle file that holds no bundle refuses the config whole.
+    fs::write(d.join("bad.bundle.json"), "not a bundle").unwrap();
+    let bad = east_alone_yaml(own, Some((west_addr, "bad.bundle.json")));
+    let e = east
+        .apply_config(pair.config("bad", &bad), Origin::default())
+        .unwrap_err();
+    assert_eq!(e.reason(), "bundle", "{e}");
+    assert!(e.to_string().contains("bad.bundle.json"), "{e}");
+    assert_eq!(east.current().generation, 1);
+    assert!(east.credentials().bundles().get(&west_td).is_none());
+
+    // The own trust domain's bundle file stays where it is.
+    fs::copy(d.join(own), d.join("east-2.bundle.json")).unwrap();
+    let moved = east_alone_yaml("east-2.bundle.json", None);
+    let e = east
+        .apply_config(pair.config("moved", &moved), Origin::default())
+        .unwrap_err();
+    assert_eq!(e.problems()[0].field, "bundles[east.acme.example]", "{e}");
+
+    // West and its bundle, in one config: the first call gets through.
+    let with_west = east_alone_yaml(own, Some((west_addr, "west.bundle.json")));
+    let applied = east
+        .apply_config(pair.config("with-west", &with_west), Origin::default())
+        .unwrap();
+    assert_eq!(applied.changes.bundles.added, ["west.globex.example"]);
+    assert_eq!(get(front, "payments", "").await.body, "A|shoppers");
+    let d = dump(east.admin.unwrap()).await;
+    let file = d["credentials"]["bundles"]["west.globex.example"]["file"].as_str();
+    assert!(file.unwrap().ends_with("west.bundle.json"), "{d}");
+
+    // West leaves, and its bundle with it.
+    let applied = east
+        .apply_config(
+            pair.config("alone", &east_alone_yaml(own, None)),
+            Origin::default(),
+        )
+        .unwrap();
+    assert_eq!(applied.changes.bundles.removed, ["west.globex.example"]);
+    assert!(east.credentials().bundles().get(&west_td).is_none());
+    assert_eq!(get(front, "payments", "").await.status, 404);
 }

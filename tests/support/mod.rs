@@ -11,6 +11,7 @@ use std::process::{Command, ExitStatus};
 use tempfile::TempDir;
 
 pub(crate) mod client;
+pub(crate) mod load;
 pub(crate) mod process;
 pub(crate) mod upstreams;
 

@@ -1,5 +1,5 @@
-//! A `causeway gateway` process for end-to-end tests, killed by its pid when
-//! dropped, even when an assertion fails.
+//! `causeway gateway` and `causeway controller` processes for end-to-end
+//! tests, each killed by its pid when dropped, even when an assertion fails.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,19 +40,12 @@ impl Gateway {
             .stderr(Stdio::from(File::create(&log).unwrap()))
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
+        let line = first_line(&mut child);
         let mut gw = Self {
             child,
             ready: serde_json::Value::Null,
             log,
         };
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
         gw.ready = serde_json::from_str(&line).unwrap_or_else(|_| {
             panic!(
                 "no ready line from {}: {:?}\nlog:\n{}",
@@ -106,5 +99,75 @@ impl Gateway {
         text.lines()
             .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+}
+
+/// The first line the child prints on stdout, or "" after 30 s.
+fn first_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default()
+}
+
+/// A `causeway controller` process.
+pub(crate) struct Controller {
+    pub(crate) child: Child,
+    /// The ready line: `trust_domain`, `api`, `admin_socket`, `metrics`,
+    /// `root_pin`.
+    pub(crate) ready: serde_json::Value,
+    pub(crate) log: PathBuf,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Controller {
+    /// Starts `causeway controller --config CONFIG` and waits for its ready
+    /// line.
+    pub(crate) fn start(config: &Path, log: PathBuf) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["controller", "--config", s(config)])
+            .env("CAUSEWAY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        let line = first_line(&mut child);
+        let mut c = Self {
+            child,
+            ready: serde_json::Value::Null,
+            log,
+        };
+        c.ready = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "no ready line from the controller of {}: {line:?}\nlog:\n{}",
+                config.display(),
+                c.log_text()
+            )
+        });
+        c
+    }
+
+    /// The admin socket, for `--controller`.
+    pub(crate) fn socket(&self) -> String {
+        self.ready["admin_socket"].as_str().unwrap().to_owned()
+    }
+
+    /// The gateway API's address, for a gateway's `controller.address`.
+    pub(crate) fn api(&self) -> String {
+        self.ready["api"].as_str().unwrap().to_owned()
+    }
+
+    pub(crate) fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

@@ -22,7 +22,8 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// An HTTP server named `name`: it answers every request with the request
 /// body, and reports in response headers what it saw: `x-seen-by` (its
 /// name), `x-seen-xfcc` (every XFCC value, joined with ` | `),
-/// `x-seen-traceparent`, `x-seen-request-id`, `x-seen-version`,
+/// `x-seen-principal` (`x-causeway-principal`), `x-seen-traceparent`,
+/// `x-seen-request-id`, `x-seen-version`,
 /// `x-seen-method`, `x-seen-path`. With `x-want-trailers` in the request, the
 /// response ends with a trailer `x-body-len`.
 pub(crate) async fn http_upstream(name: &'static str) -> SocketAddr {
@@ -62,6 +63,10 @@ async fn answer(name: &'static str, req: Request<Incoming>) -> Response<Body> {
         .header(
             "x-seen-xfcc",
             seen(&parts.headers, "x-forwarded-client-cert"),
+        )
+        .header(
+            "x-seen-principal",
+            seen(&parts.headers, "x-causeway-principal"),
         )
         .header("x-seen-traceparent", seen(&parts.headers, "traceparent"))
         .header("x-seen-request-id", seen(&parts.headers, "x-request-id"))

@@ -2,10 +2,12 @@
 //! running gateway can take it without a restart.
 //!
 //! Live: local services and their endpoints, imports, peers, authorization
-//! rules, the identity map and every limit. Not live, because sockets,
-//! certificates or the gateway's own identity hang on them: the trust
-//! domain, the gateway's ID, the SVID and bundle files, the admin address,
-//! the peer listener address and the local listeners.
+//! rules, the identity map, every limit, and the bundle files of other
+//! trust domains (a new peer comes with its domain's bundle). Not live,
+//! because sockets, certificates or the gateway's own identity hang on
+//! them: the trust domain, the gateway's ID, the SVID files, the own trust
+//! domain's bundle file, the admin address, the peer listener address and
+//! the local listeners.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +73,8 @@ impl fmt::Display for Diff {
 /// What a live-applicable config changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// Bundle files of other trust domains, by trust domain.
+    pub bundles: Diff,
     pub services: Diff,
     pub imports: Diff,
     pub peers: Diff,
@@ -82,7 +86,8 @@ pub struct Changes {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
+        self.bundles.is_empty()
+            && self.services.is_empty()
             && self.imports.is_empty()
             && self.peers.is_empty()
             && !self.rules
@@ -98,6 +103,7 @@ impl fmt::Display for Changes {
         }
         let mut parts = Vec::new();
         for (what, d) in [
+            ("bundles", &self.bundles),
             ("services", &self.services),
             ("imports", &self.imports),
             ("peers", &self.peers),
@@ -146,8 +152,13 @@ pub fn live_changes(old: &GatewayConfig, new: &GatewayConfig) -> Result<Changes,
     if oc.svid_key != nc.svid_key {
         refuse("svid.key".into(), &oc.svid_key, &nc.svid_key);
     }
-    if oc.bundles != nc.bundles {
-        refuse("bundles".into(), &oc.bundles, &nc.bundles);
+    let own = |c: &GatewayConfig| c.credentials.bundles.get(&c.trust_domain).cloned();
+    if own(old) != own(new) {
+        refuse(
+            format!("bundles[{}]", new.trust_domain),
+            &own(old),
+            &own(new),
+        );
     }
     if old.admin != new.admin {
         refuse("admin.listen".into(), &old.admin, &new.admin);
@@ -204,6 +215,7 @@ pub fn live_changes(old: &GatewayConfig, new: &GatewayConfig) -> Result<Changes,
     .collect();
     let dest = |d: &super::Destination| format!("{}:{}", d.service, d.port);
     Ok(Changes {
+        bundles: Diff::of(&oc.bundles, &nc.bundles, ToString::to_string),
         services: Diff::of(&old.services, &new.services, dest),
         imports: Diff::of(&old.imports, &new.imports, dest),
         peers: Diff::of(&old.peers, &new.peers, String::clone),

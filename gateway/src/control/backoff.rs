@@ -68,6 +68,22 @@ pub fn renew_delay(not_after: i64, now_ms: i64, unit: f64) -> Duration {
     Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0)).mul_f64(factor)
 }
 
+/// The shortest wait between two renewal attempts.
+pub const MIN_RENEW_RETRY: Duration = Duration::from_millis(200);
+
+/// The wait before retrying a failed renewal: the backoff's `delay`, but
+/// never more than a quarter of what the SVID in use has left (and at least
+/// [`MIN_RENEW_RETRY`]), so that a short-lived SVID still gets several tries
+/// before it expires once the backoff has grown past its lifetime. An
+/// expired SVID waits the backoff's delay.
+pub fn renew_retry_delay(delay: Duration, not_after: i64, now_ms: i64) -> Duration {
+    let remaining_ms = not_after.saturating_mul(1000).saturating_sub(now_ms);
+    match u64::try_from(remaining_ms) {
+        Ok(ms) if ms > 0 => delay.min((Duration::from_millis(ms) / 4).max(MIN_RENEW_RETRY)),
+        _ => delay,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +100,31 @@ mod tests {
         assert!(d[7] >= Duration::from_millis(500) && d[7] <= Duration::from_secs(1));
         r.reset();
         assert!(r.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn renewal_retries_fit_in_what_the_svid_has_left() {
+        let now_ms = 1_000_000_000;
+        let in_secs = |s: i64| now_ms / 1000 + s;
+        // An hour left: the backoff decides.
+        let d = Duration::from_secs(60);
+        assert_eq!(renew_retry_delay(d, in_secs(3600), now_ms), d);
+        // 8 s left: at most 2 s, so several more tries before it expires.
+        assert_eq!(
+            renew_retry_delay(d, in_secs(8), now_ms),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            renew_retry_delay(Duration::from_millis(500), in_secs(8), now_ms),
+            Duration::from_millis(500)
+        );
+        // Almost expired: not a busy loop.
+        assert_eq!(
+            renew_retry_delay(d, in_secs(0), now_ms - 500),
+            MIN_RENEW_RETRY
+        );
+        // Expired: the backoff again.
+        assert_eq!(renew_retry_delay(d, in_secs(-1), now_ms), d);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Renewal: at about half of the SVID's remaining lifetime (±10%), a new
 //! key and CSR go to the controller over mutual TLS with the current SVID.
-//! A failure is retried with exponential backoff and jitter; until a
-//! renewal succeeds the last good SVID stays in use, on disk and in the
-//! client, until it expires. Each success writes the new key and chain to
+//! A failure is retried with exponential backoff and jitter, each wait at
+//! most a quarter of what the SVID has left; until a renewal succeeds the
+//! last good SVID stays in use, on disk and in the client, until it
+//! expires. Each success writes the new key and chain to
 //! the data directory in one rename; the gateway's credential reload task
 //! swaps them in for the next handshakes.
 
@@ -13,7 +14,7 @@ use causeway_proto::controller::v1::gateway_api_client::GatewayApiClient;
 use tracing::{error, info, warn};
 
 use super::ControlClient;
-use super::backoff::{renew_delay, unit_random};
+use super::backoff::{renew_delay, renew_retry_delay, unit_random};
 use super::join::{self, Issued, JoinError, error_chain};
 use super::tls;
 
@@ -86,7 +87,11 @@ impl ControlClient {
                         let expired = current
                             .as_ref()
                             .is_none_or(|s| s.info().not_after < crate::reload::unix_now());
-                        let delay = retry.next_delay();
+                        let delay = renew_retry_delay(
+                            retry.next_delay(),
+                            current.as_ref().map_or(0, |s| s.info().not_after),
+                            now_ms(),
+                        );
                         if expired {
                             error!(reason = e.reason(), retry_in = ?delay,
                                 "SVID renewal failed and the SVID has EXPIRED; peers refuse this gateway until a renewal succeeds (or it joins again with a new token): {e}");
