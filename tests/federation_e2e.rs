@@ -59,21 +59,15 @@ const UPSTREAM: &str = "west-echo";
 const PRINCIPAL: &str = "east-frontend";
 
 /// The bundle endpoint and its SPIFFE ID of the controller `peer` (of
-/// trust domain `td`), for the other side's peering.
-///
-/// PLACEHOLDER until the controller serves its SPIFFE bundle endpoint: the
-/// ready line will carry `federation` (host:port, served as
-/// `https://<host:port>/`); until then no controller has it and the URL
-/// points nowhere (the controller does not fetch yet; the first bundle is
-/// what both sides use). Once it lands, the controller configs below need
-/// `federation: {listen: ...}` too, kept at the same port across restarts
-/// like `api` (see `Side::pin_ports`).
+/// trust domain `td`), for the other side's peering: its public port
+/// (`federation` in the ready line), where it serves the SPIFFE bundle
+/// endpoint and the federation API.
 fn bundle_endpoint(peer: &Controller, td: &str) -> (String, String) {
-    let url = match peer.ready["federation"].as_str() {
-        Some(addr) => format!("https://{addr}/"),
-        None => "https://127.0.0.1:1/".to_owned(),
-    };
-    (url, format!("spiffe://{td}/causeway/controller"))
+    let addr = peer.ready["federation"].as_str().unwrap();
+    (
+        format!("https://{addr}/"),
+        format!("spiffe://{td}/causeway/controller"),
+    )
 }
 
 /// One trust domain's files, in its own directory.
@@ -106,12 +100,13 @@ impl Side {
         self.dir.join(name)
     }
 
-    fn write_controller_config(&self, api: &str, metrics: &str) {
+    fn write_controller_config(&self, api: &str, metrics: &str, federation: &str) {
         fs::write(
             self.path("controller.yaml"),
             format!(
                 "trust_domain: {}\ndata_dir: ctl-data\n{}\napi: {{listen: \"{api}\"}}\n\
-                 metrics: {{listen: \"{metrics}\"}}\nsvid_ttl: {SVID_TTL}\n",
+                 metrics: {{listen: \"{metrics}\"}}\nfederation: {{listen: \"{federation}\"}}\n\
+                 svid_ttl: {SVID_TTL}\n",
                 self.td, self.store
             ),
         )
@@ -149,7 +144,8 @@ impl Side {
     /// address, the peer's peering, the load) look for it.
     fn pin_ports(&self, c: &Controller, gw: &Gateway) {
         let metrics = c.ready["metrics"].as_str().unwrap();
-        self.write_controller_config(&c.api(), metrics);
+        let federation = c.ready["federation"].as_str().unwrap();
+        self.write_controller_config(&c.api(), metrics, federation);
         let web = gw.ready["listeners"]["web"].as_str();
         self.write_gateway_config(
             &c.api(),
@@ -361,8 +357,8 @@ fn two_trust_domains_federate_renew_and_survive_their_controllers() {
         format!("store: {{etcd: {{endpoints: [\"{}\"]}}}}", etcd.endpoint),
     );
     let west = Side::new(root.path(), WEST, "west-1", "store: embedded".to_owned());
-    east.write_controller_config("127.0.0.1:0", "127.0.0.1:0");
-    west.write_controller_config("127.0.0.1:0", "127.0.0.1:0");
+    east.write_controller_config("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0");
+    west.write_controller_config("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0");
     let east_ctl = east.start_controller("controller-east.log");
     let west_ctl = west.start_controller("controller-west.log");
 
@@ -479,6 +475,34 @@ fn two_trust_domains_federate_renew_and_survive_their_controllers() {
     let west_version = wait_connected(&west_ctl, "west-1", 1)["acked_version"]
         .as_u64()
         .unwrap();
+
+    // Every party holds what it must, on both sides: each side's gateway,
+    // the peer's controller and the peer's gateway (asked over the
+    // federation API). The exit status says so.
+    for c in [&east_ctl, &west_ctl] {
+        let report = wait_for("bundles verify exits 0", Duration::from_secs(20), || {
+            let r = causeway(&["bundles", "verify", "--json", "--controller", &c.socket()]);
+            if r.status.success() {
+                Ok(r.stdout)
+            } else {
+                Err(format!("{r:?}"))
+            }
+        });
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        let mut kinds: Vec<&str> = report["parties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["kind"].as_str().unwrap())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            ["local_gateway", "peer_controller", "peer_gateway"],
+            "{report}"
+        );
+    }
 
     let watch = SvidWatch::start(vec![
         ("east-1".into(), east_gw.addr("/admin")),
