@@ -136,7 +136,8 @@ impl ReloadError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
     Valid,
-    /// Within a third of its lifetime, or [`EXPIRY_WARN_FLOOR`], of expiry.
+    /// Within a third of its lifetime, or [`EXPIRY_WARN_FLOOR`] when that is
+    /// less than half the lifetime, of expiry.
     Expiring {
         remaining_secs: i64,
     },
@@ -157,6 +158,10 @@ impl Expiry {
         let lifetime = not_after.saturating_sub(not_before);
         let floor = i64::try_from(EXPIRY_WARN_FLOOR.as_secs()).unwrap_or(i64::MAX);
         let remaining_secs = not_after - now;
+        // The floor never reaches back past half the lifetime, where a
+        // controller-run gateway renews: a short-lived SVID on schedule is
+        // not "expiring".
+        let floor = if floor < lifetime / 2 { floor } else { 0 };
         if remaining_secs <= (lifetime / 3).max(floor) {
             Self::Expiring { remaining_secs }
         } else {

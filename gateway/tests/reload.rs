@@ -268,7 +268,7 @@ async fn a_key_that_does_not_match_the_certificate_is_refused_at_start() {
 }
 
 #[test]
-fn expiry_is_classified_against_a_third_of_the_lifetime_or_ten_minutes() {
+fn expiry_is_classified_against_a_third_of_the_lifetime_or_ten_minutes_within_the_half_life() {
     let hour = 3600;
     // A one-hour SVID: warned in its last 20 minutes.
     assert_eq!(Expiry::at(0, hour, 0), Expiry::Valid);
@@ -285,12 +285,22 @@ fn expiry_is_classified_against_a_third_of_the_lifetime_or_ten_minutes() {
     );
     assert_eq!(Expiry::at(0, hour, hour + 1), Expiry::Expired);
     assert_eq!(Expiry::at(10, hour, 9), Expiry::NotYetValid);
-    // A 15-minute SVID: the ten-minute floor applies.
-    assert_eq!(Expiry::at(0, 900, 299), Expiry::Valid);
+    // A 25-minute SVID: the ten-minute floor applies (it is less than the
+    // half-life, where a controller-run gateway renews).
+    assert_eq!(Expiry::at(0, 1500, 899), Expiry::Valid);
     assert_eq!(
-        Expiry::at(0, 900, 300),
+        Expiry::at(0, 1500, 900),
         Expiry::Expiring {
             remaining_secs: 600
+        }
+    );
+    // A 15-minute SVID: ten minutes would reach back before its renewal at
+    // 7.5 minutes, so only the last third warns.
+    assert_eq!(Expiry::at(0, 900, 599), Expiry::Valid);
+    assert_eq!(
+        Expiry::at(0, 900, 600),
+        Expiry::Expiring {
+            remaining_secs: 300
         }
     );
     // A day-long SVID: warned in its last eight hours.
