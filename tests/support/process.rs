@@ -32,15 +32,9 @@ impl Gateway {
 
     /// The same, with more command-line arguments.
     pub(crate) fn start_args(config: &Path, log: PathBuf, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["gateway", "--config", s(config), "--drain", "1s"])
-            .args(extra)
-            .env("CAUSEWAY_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let line = first_line(&mut child);
+        let mut args = vec!["gateway", "--config", s(config), "--drain", "1s"];
+        args.extend(extra);
+        let (child, line) = start_ready(&args, &log);
         let mut gw = Self {
             child,
             ready: serde_json::Value::Null,
@@ -48,9 +42,8 @@ impl Gateway {
         };
         gw.ready = serde_json::from_str(&line).unwrap_or_else(|_| {
             panic!(
-                "no ready line from {}: {:?}\nlog:\n{}",
+                "no ready line from {}: {line:?}\nlog:\n{}",
                 config.display(),
-                line,
                 gw.log_text()
             )
         });
@@ -102,6 +95,20 @@ impl Gateway {
     }
 }
 
+/// Starts `causeway ARGS`, its log in `log`; returns it and the first line
+/// it prints (its ready line), or "" after 30 s.
+fn start_ready(args: &[&str], log: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(args)
+        .env("CAUSEWAY_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(File::create(log).unwrap()))
+        .spawn()
+        .unwrap();
+    let line = first_line(&mut child);
+    (child, line)
+}
+
 /// The first line the child prints on stdout, or "" after 30 s.
 fn first_line(child: &mut Child) -> String {
     let stdout = child.stdout.take().unwrap();
@@ -134,14 +141,7 @@ impl Controller {
     /// Starts `causeway controller --config CONFIG` and waits for its ready
     /// line.
     pub(crate) fn start(config: &Path, log: PathBuf) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["controller", "--config", s(config)])
-            .env("CAUSEWAY_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let line = first_line(&mut child);
+        let (child, line) = start_ready(&["controller", "--config", s(config)], &log);
         let mut c = Self {
             child,
             ready: serde_json::Value::Null,

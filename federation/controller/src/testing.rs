@@ -206,3 +206,25 @@ impl ConfigStream {
             .await;
     }
 }
+
+/// The text of `GET /metrics` at `addr` (a controller's metrics listener).
+pub async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut text = String::new();
+    if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await
+        && s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+            .await
+            .is_ok()
+    {
+        let _ = s.read_to_string(&mut text).await;
+    }
+    text
+}
+
+/// The value of one sample (`name{labels}` as exposed) in `text`; 0 when
+/// absent.
+pub fn sample(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -66,18 +66,7 @@ async fn apply(c: &Running, files: &[&str], dry_run: bool) -> pb::ApplyResponse 
 }
 
 async fn metric(c: &Running, sample: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(c.metrics.unwrap())
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    testing::sample(&testing::scrape(c.metrics.unwrap()).await, sample)
 }
 
 async fn join_ok(c: &Running, name: &str) -> Joined {

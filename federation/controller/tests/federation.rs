@@ -113,19 +113,6 @@ fn kinds(r: &pb::VerifyBundlesResponse) -> Vec<(&str, &str)> {
         .collect()
 }
 
-async fn metrics(c: &Running) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(c.metrics.unwrap())
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    text
-}
-
 /// Polls `f` every 100 ms until it holds or `within` passes.
 async fn eventually<F: AsyncFn() -> bool>(within: Duration, f: F) -> bool {
     let deadline = Instant::now() + within;
@@ -316,12 +303,8 @@ async fn peers_exchange_bundles_and_exports_and_follow_a_new_bundle_at_once() {
 
     // West's metrics: the announcements it received and sent, and how long
     // each bundle's roots have left.
-    let m = metrics(&west).await;
-    let sample = |name: &str| -> f64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
+    let m = testing::scrape(west.metrics.unwrap()).await;
+    let sample = |name: &str| testing::sample(&m, name);
     assert!(
         sample(
             "causeway_controller_announcements_received_total{outcome=\"updated\",peer=\"east\"}"
