@@ -26,6 +26,7 @@ pub(crate) mod report;
 mod resources;
 mod store_events;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -113,6 +114,8 @@ pub(crate) struct Setup {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Round {
     pub(crate) version: u64,
+    /// Gateways whose ACK of `version` was seen.
+    pub(crate) acked: usize,
     pub(crate) apply_returned: Duration,
     pub(crate) stored: Duration,
     pub(crate) first_ack: Duration,
@@ -218,8 +221,11 @@ async fn measure(
             events.stored(0),
         )
         .await?;
+        // The leader may store versions with part of the resources while
+        // the calls go on; the one to start from holds every one of them.
         let snap = &s.snapshot;
-        if snap.peers.len() >= p.shape.peers && snap.services.len() >= p.shape.services {
+        let services: BTreeSet<&str> = snap.services.iter().map(|s| s.name.as_str()).collect();
+        if snap.peers.len() == p.shape.peers && services.len() == p.shape.services {
             break s;
         }
     };
@@ -330,6 +336,7 @@ async fn one_round(
     let last_recorded = recorded.values().max().copied().unwrap_or(t0);
     Ok(Round {
         version: v,
+        acked: acks.len(),
         apply_returned: since(t1),
         stored: since(stored.at),
         first_ack: since(first),

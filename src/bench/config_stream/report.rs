@@ -59,19 +59,30 @@ fn stats(rounds: &[Round], f: fn(&Round) -> Duration) -> (f64, f64, f64) {
     (median, v[0], v[n - 1])
 }
 
+impl Report {
+    /// Gateways that ACKed the version of every round.
+    pub(crate) fn acked(&self) -> usize {
+        self.rounds.iter().map(|r| r.acked).min().unwrap_or(0)
+    }
+}
+
+/// "1 round", "5 rounds".
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 pub(crate) fn table(r: &Report) -> String {
     let p = &r.params;
     let s = &r.snapshot;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "config stream: {} services, {} peers, {} gateways, {} store, {} round{}",
-        p.shape.services,
-        p.shape.peers,
-        p.gateways,
+        "config stream: {}, {}, {}, {} store, {}",
+        count(p.shape.services, "service"),
+        count(p.shape.peers, "peer"),
+        count(p.gateways, "gateway"),
         p.store_name(),
-        p.rounds,
-        if p.rounds == 1 { "" } else { "s" }
+        count(p.rounds, "round"),
     );
     let _ = writeln!(
         out,
@@ -82,13 +93,13 @@ pub(crate) fn table(r: &Report) -> String {
     let u = &r.setup;
     let _ = writeln!(
         out,
-        "setup: generate {:.0} ms, apply all in {} calls {:.0} ms, then stored {:.0} ms; \
-         {} joins {:.0} ms; every gateway ACKed the whole config {:.0} ms after its stream opened",
+        "setup: generate {:.0} ms, apply all in {} {:.0} ms, then stored {:.0} ms; \
+         {} {:.0} ms; every gateway ACKed the whole config {:.0} ms after its stream opened",
         ms(u.generate),
-        u.apply_calls,
+        count(u.apply_calls, "call"),
         ms(u.apply),
         ms(u.apply_to_stored),
-        p.gateways,
+        count(p.gateways, "join"),
         ms(u.joins),
         ms(u.initial_sync)
     );
@@ -108,11 +119,10 @@ pub(crate) fn table(r: &Report) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "acked: {}/{} gateways, every version of {} round{}",
-        p.gateways,
-        p.gateways,
-        r.rounds.len(),
-        if r.rounds.len() == 1 { "" } else { "s" }
+        "acked: {}/{}, every version of {}",
+        r.acked(),
+        count(p.gateways, "gateway"),
+        count(r.rounds.len(), "round"),
     );
     out
 }
@@ -169,7 +179,7 @@ pub(crate) fn json(r: &Report) -> String {
             "joins": ms(u.joins),
             "initial_sync": ms(u.initial_sync),
         },
-        "gateways_acked": p.gateways,
+        "gateways_acked": r.acked(),
         "summary": summary,
         "rounds": rounds,
     })
