@@ -72,3 +72,77 @@ fn bench_json_has_medians_and_ratios() {
         assert!(s["ratio_to_direct"]["p50"].as_f64().unwrap() > 0.0, "{s}");
     }
 }
+
+const CONFIG_STREAM_TINY: &[&str] = &[
+    "bench",
+    "config-stream",
+    "--services",
+    "20",
+    "--peers",
+    "3",
+    "--gateways",
+    "3",
+    "--rounds",
+    "1",
+];
+
+/// `causeway bench config-stream` stays runnable: a real controller in
+/// process, three gateways that join with tokens and stream over mTLS, one
+/// change; every gateway ACKs it and every phase has a figure. No timing
+/// is asserted.
+#[test]
+fn bench_config_stream_reports_every_gateway_acked() {
+    let run = support::causeway(CONFIG_STREAM_TINY).success();
+    assert!(
+        run.stdout
+            .contains("config stream: 20 services, 3 peers, 3 gateways, embedded store, 1 round"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("acked: 3/3 gateways, every version of 1 round"),
+        "{run:?}"
+    );
+    for phase in [
+        "apply call (start → return)",
+        "apply return → version stored",
+        "version stored → every ACK",
+        "apply start → every ACK",
+        "apply return → controller recorded every ACK",
+    ] {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(phase))
+            .unwrap_or_else(|| panic!("no {phase:?} row: {run:?}"));
+        let figures: Vec<f64> = line[phase.len()..]
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        assert_eq!(figures.len(), 3, "median, min, max: {line}");
+    }
+}
+
+#[test]
+fn bench_config_stream_json_has_the_counts_and_every_round() {
+    let mut args = CONFIG_STREAM_TINY.to_vec();
+    args.push("--json");
+    let run = support::causeway(&args).success();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["benchmark"], "config-stream", "{run:?}");
+    assert_eq!(doc["gateways_acked"], 3, "{run:?}");
+    assert_eq!(doc["snapshot"]["peers"], 3, "{run:?}");
+    // A bundle per peer, and the own one.
+    assert_eq!(doc["snapshot"]["bundles"], 4, "{run:?}");
+    assert!(doc["snapshot"]["bytes"].as_u64().unwrap() > 0, "{run:?}");
+    let rounds = doc["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 1, "{run:?}");
+    assert!(
+        rounds[0]["start_to_all_acked_ms"].as_f64().unwrap() > 0.0,
+        "{run:?}"
+    );
+    assert!(
+        doc["summary"]["stored_to_all_acked"]["median_ms"].is_number(),
+        "{run:?}"
+    );
+}

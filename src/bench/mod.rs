@@ -16,6 +16,7 @@
 //! and the report takes medians.
 
 mod busy;
+pub(crate) mod config_stream;
 mod gateways;
 mod load;
 mod pki;

@@ -1,18 +1,26 @@
 //! `causeway bench`: the data-path benchmark (src/bench/). Prints a table
 //! of figures with their ratios to a direct connection measured in the same
 //! run, or JSON with `--json`; progress goes to stderr.
+//!
+//! `causeway bench config-stream`: the control path, how long one change
+//! takes from `apply` to every gateway's ACK (src/bench/config_stream/).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::{parse_duration, say};
+use crate::bench::config_stream::{self, Params, Shape};
 use crate::bench::{self, Load, Outcome, Scenario};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct BenchArgs {
+    /// Without a subcommand: the data path.
+    #[command(subcommand)]
+    other: Option<OtherBench>,
     /// Measured time of each phase (latency, then requests/s) per scenario
     /// and round.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -52,7 +60,54 @@ pub(crate) struct BenchArgs {
     serve_upstream: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum OtherBench {
+    /// The control path: a controller with many Services and Peerings
+    /// pushes one change to many connected gateways; times every step
+    /// until all have ACKed it.
+    ConfigStream(ConfigStreamArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigStreamArgs {
+    /// Services stored at the controller.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    services: u32,
+    /// Peerings stored, each with its own trust domain and root.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    peers: u32,
+    /// Gateways that join and stream config (in this process).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    gateways: u32,
+    /// Changes measured, one after the other; the report gives medians.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rounds: u32,
+    /// The controller's store: embedded (a file in the run's temp dir) or
+    /// an etcd given by --etcd-endpoints.
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    store: StoreKind,
+    /// etcd's client URLs (comma-separated), for --store etcd. The run
+    /// keeps its keys under a prefix of its own.
+    #[arg(long, value_delimiter = ',', required_if_eq("store", "etcd"))]
+    etcd_endpoints: Vec<String>,
+    /// How long each wait (a version stored, every ACK) may take.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    Embedded,
+    Etcd,
+}
+
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(OtherBench::ConfigStream(a)) = args.other {
+        return run_config_stream(a);
+    }
     if args.serve_upstream {
         bench::upstream::serve()?;
         return Ok(ExitCode::SUCCESS);
@@ -101,4 +156,37 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn run_config_stream(args: ConfigStreamArgs) -> anyhow::Result<ExitCode> {
+    if args.store == StoreKind::Embedded && !args.etcd_endpoints.is_empty() {
+        bail!("--etcd-endpoints needs --store etcd");
+    }
+    let params = Params {
+        shape: Shape {
+            services: args.services as usize,
+            peers: args.peers as usize,
+        },
+        gateways: args.gateways as usize,
+        rounds: args.rounds as usize,
+        etcd_endpoints: args.etcd_endpoints,
+        timeout: args.timeout,
+    };
+    let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    let progress = |msg: &str| eprintln!("bench: {msg}");
+    let report = rt.block_on(async {
+        tokio::select! {
+            r = config_stream::run(&params, &progress) => r,
+            // Dropping the run stops the gateways and the controller.
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let report = report?;
+    if args.json {
+        say!("{}", config_stream::report::json(&report));
+    } else {
+        super::say_raw(format_args!("{}", config_stream::report::table(&report)));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -109,7 +109,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
 /// or take the SVID on disk, then serve the first config that arrives, from
 /// the controller or from the last good one cached on disk, and apply every
 /// later version live.
-mod controlled {
+pub(crate) mod controlled {
     use std::sync::Arc;
 
     use anyhow::Context;
@@ -161,6 +161,24 @@ mod controlled {
         }
     }
 
+    /// Starts `client`'s tasks with an applier that starts the gateway
+    /// (with `options`) on the first config and swaps in every later one.
+    /// The running gateway arrives on the receiver once the first config
+    /// is in effect.
+    pub(crate) fn spawn(
+        client: &Arc<ControlClient>,
+        options: StartOptions,
+    ) -> (oneshot::Receiver<Running>, ControlTasks) {
+        let (tx, rx) = oneshot::channel();
+        let starter = Arc::new(Starter {
+            client: client.clone(),
+            options: std::sync::Mutex::new(Some(options)),
+            started: Mutex::new(Some(tx)),
+            applier: std::sync::OnceLock::new(),
+        });
+        (rx, client.spawn(starter))
+    }
+
     pub(super) async fn start(args: &GatewayArgs) -> anyhow::Result<(Running, ControlTasks)> {
         let registry = prometheus::Registry::new();
         let client = ControlClient::load(&args.config, ControlOptions::default(), &registry)?;
@@ -168,19 +186,15 @@ mod controlled {
             .ensure_svid()
             .await
             .context("getting the gateway's SVID from its controller")?;
-        let (tx, rx) = oneshot::channel();
-        let starter = Arc::new(Starter {
-            client: client.clone(),
-            options: std::sync::Mutex::new(Some(StartOptions {
+        tracing::info!("waiting for the first config, from the controller or the disk cache");
+        let (rx, tasks) = spawn(
+            &client,
+            StartOptions {
                 registry,
                 reload_interval: args.reload_interval,
                 origin: Origin::new("controller", None),
-            })),
-            started: Mutex::new(Some(tx)),
-            applier: std::sync::OnceLock::new(),
-        });
-        tracing::info!("waiting for the first config, from the controller or the disk cache");
-        let tasks = client.spawn(starter);
+            },
+        );
         let running = rx
             .await
             .context("the control client stopped before the gateway started")?;

@@ -13,6 +13,8 @@ mod demo;
 mod gateway;
 mod svid;
 
+pub(crate) use gateway::controlled;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -61,6 +63,8 @@ enum Command {
     Demo,
     /// Measure the data path: direct, one gateway, two gateways over QUIC, and
     /// nginx/haproxy as two-hop mTLS proxies where installed, in one run.
+    /// `bench config-stream`: the control path, from apply to every
+    /// gateway's ACK.
     Bench(bench::BenchArgs),
 }
 

@@ -176,6 +176,10 @@ pub(crate) fn accept(
                     continue;
                 }
             };
+            // A config version goes out as HTTP/2 frames of whatever size;
+            // with Nagle a small one waited for the gateway's delayed ACK
+            // (40 ms on Linux; docs/benchmarks.md, config stream).
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let conns = tx.clone();
             tokio::spawn(async move {

@@ -127,10 +127,18 @@ impl DataDir {
         Ok(Some(svid))
     }
 
-    /// Writes a bundle as a SPIFFE bundle document.
+    /// Writes a bundle as a SPIFFE bundle document, unless its file holds
+    /// exactly that document already. Every snapshot carries every peer's
+    /// bundle; rewriting the unchanged ones (two fsyncs each) cost a
+    /// gateway with 50 peers ~70 ms of blocking writes per config version,
+    /// and 20 such gateways on one disk seconds (docs/benchmarks.md).
     pub fn write_bundle(&self, bundle: &TrustBundle) -> Result<(), FileError> {
         let path = self.bundle_path(bundle.trust_domain());
-        write_atomic(&path, bundle.to_json().as_bytes(), false)
+        let document = bundle.to_json();
+        if fs::read(&path).is_ok_and(|held| held == document.as_bytes()) {
+            return Ok(());
+        }
+        write_atomic(&path, document.as_bytes(), false)
     }
 
     /// Every bundle file that parses; the others are skipped (the
@@ -195,4 +203,42 @@ pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<(), F
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
+
+    use causeway_trust::ca::Authority;
+    use causeway_trust::{TrustBundle, TrustDomain};
+
+    use super::DataDir;
+
+    fn bundle(td: &TrustDomain) -> TrustBundle {
+        let root = Authority::new_root(td, Duration::from_secs(3600)).unwrap();
+        TrustBundle::new(td.clone(), vec![root.cert().clone()]).with_sequence(1)
+    }
+
+    #[test]
+    fn an_unchanged_bundle_is_not_written_again_and_a_changed_one_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let td = TrustDomain::new("west.example").unwrap();
+        let first = bundle(&td);
+        dir.write_bundle(&first).unwrap();
+        let path = dir.bundle_path(&td);
+        let inode = std::fs::metadata(&path).unwrap().ino();
+
+        // Each write renames a new file over the old one: same inode, no write.
+        dir.write_bundle(&first).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+
+        let second = bundle(&td);
+        dir.write_bundle(&second).unwrap();
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), inode);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), second.to_json());
+    }
 }

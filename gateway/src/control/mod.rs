@@ -40,11 +40,12 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use causeway_proto::controller::v1::{HeldBundle, Holdings};
 use causeway_trust::{BundleSet, Svid, TrustBundle, TrustDomain};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -143,6 +144,19 @@ pub struct ControlClient {
     attached: ArcSwapOption<Attached>,
     /// The version in effect (0: none).
     applied: AtomicU64,
+    /// The last ACK or NACK sent on the config stream.
+    answers: watch::Sender<Option<Answer>>,
+}
+
+/// What the client last answered the controller on the config stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub version: u64,
+    /// `None`: ACK; `Some(reason)`: NACK.
+    pub refused: Option<String>,
+    /// When the answer was handed to the stream (after the snapshot was
+    /// applied and cached).
+    pub at: Instant,
 }
 
 impl ControlClient {
@@ -242,6 +256,7 @@ impl ControlClient {
             bundles: ArcSwap::from_pointee(bundles),
             attached: ArcSwapOption::empty(),
             applied: AtomicU64::new(0),
+            answers: watch::Sender::new(None),
             dir,
             options,
             settings,
@@ -268,6 +283,12 @@ impl ControlClient {
     /// The version of the config in effect (0: none).
     pub fn applied_version(&self) -> u64 {
         self.applied.load(Ordering::Relaxed)
+    }
+
+    /// The last ACK or NACK sent to the controller, as it changes (for
+    /// tests and `causeway bench config-stream`, which time the ACKs).
+    pub fn answers(&self) -> watch::Receiver<Option<Answer>> {
+        self.answers.subscribe()
     }
 
     /// Makes sure the gateway has an SVID that is not expired: the one in

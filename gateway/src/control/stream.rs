@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use causeway_proto::controller::v1::gateway_api_client::GatewayApiClient;
 use causeway_proto::controller::v1::gateway_message::Message as Outgoing;
@@ -22,7 +23,7 @@ use tracing::{error, info, warn};
 
 use super::join::error_chain;
 use super::snapshot::{self, Converted};
-use super::{ApplyConfig, ControlClient, cache, tls};
+use super::{Answer, ApplyConfig, ControlClient, cache, tls};
 
 /// Why a config stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +155,10 @@ impl ControlClient {
                         }
                         Err(reason) => reason,
                     };
+                    let refused = (!error.is_empty()).then(|| error.clone());
                     let ack = GatewayMessage { message: Some(Outgoing::Ack(Ack { version, error })) };
                     tx.send(ack).await.map_err(|_| StreamError::Closed)?;
+                    self.answers.send_replace(Some(Answer { version, refused, at: Instant::now() }));
                 }
                 _ = ticks.tick() => {
                     let now = self.holdings();
