@@ -175,6 +175,10 @@ fn controller_config(dir: &Path, p: &Params) -> anyhow::Result<ControllerConfig>
         store,
         api_listen: "127.0.0.1:0".parse()?,
         metrics_listen: None,
+        // The peers are made up: the leader's refreshers and announcements
+        // to them fail and back off in the background, as they would for
+        // unreachable peers.
+        federation_listen: Some("127.0.0.1:0".parse()?),
         svid_ttl: Duration::from_secs(3600),
         join_token_ttl: Duration::from_secs(600),
         ca: CaSource::Store {
