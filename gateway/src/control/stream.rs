@@ -181,6 +181,11 @@ impl ControlClient {
         applier: &dyn ApplyConfig,
     ) -> Result<(), String> {
         let version = snap.version;
+        let resolved = match resolve_peer_names(snap).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.refused(version, e)),
+        };
+        let snap = resolved.as_ref().unwrap_or(snap);
         let held = self.bundles.load_full();
         let converted = snapshot::convert(&self.template, &self.base, snap, |td| {
             held.get(td).is_some()
@@ -220,5 +225,100 @@ impl ControlClient {
             "config refused, keeping the config in effect: {reason}"
         );
         reason
+    }
+}
+
+/// How long resolving one peer gateway's host name may take.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Peer gateway addresses given as `host:port` names, resolved: the data
+/// plane dials IP addresses. `None` when every address is one already. A
+/// name that does not resolve refuses the version (the config in effect
+/// stays); names are resolved again with every version.
+async fn resolve_peer_names(snap: &ConfigSnapshot) -> Result<Option<ConfigSnapshot>, String> {
+    let named = snap.peers.iter().any(|p| {
+        p.gateways
+            .iter()
+            .any(|g| g.address.parse::<std::net::SocketAddr>().is_err())
+    });
+    if !named {
+        return Ok(None);
+    }
+    let mut out = snap.clone();
+    for (i, p) in out.peers.iter_mut().enumerate() {
+        for (j, g) in p.gateways.iter_mut().enumerate() {
+            if g.address.parse::<std::net::SocketAddr>().is_ok() {
+                continue;
+            }
+            let at = format!("peers[{i}].gateways[{j}].address");
+            let found =
+                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(g.address.as_str()))
+                    .await
+                    .map_err(|_| format!("{at}: resolving {} timed out", g.address))?
+                    .map_err(|e| format!("{at}: cannot resolve {}: {e}", g.address))?
+                    .collect::<Vec<_>>();
+            // IPv4 first: the peer socket's family is chosen at start.
+            let pick = found
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or_else(|| found.first())
+                .ok_or_else(|| format!("{at}: {} resolves to no address", g.address))?;
+            tracing::debug!(name = %g.address, address = %pick, "resolved a peer gateway");
+            g.address = pick.to_string();
+        }
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use causeway_proto::controller::v1 as pb;
+
+    use super::*;
+
+    fn snap(addresses: &[&str]) -> ConfigSnapshot {
+        ConfigSnapshot {
+            peers: vec![pb::Peer {
+                name: "west".into(),
+                trust_domain: "west.globex.example".into(),
+                gateways: addresses
+                    .iter()
+                    .map(|a| pb::PeerGateway {
+                        address: (*a).into(),
+                        id: "spiffe://west.globex.example/causeway/gateway/w".into(),
+                    })
+                    .collect(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn peer_host_names_resolve_and_bad_ones_refuse_the_version() {
+        assert!(
+            resolve_peer_names(&snap(&["127.0.0.1:15443"]))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let r = resolve_peer_names(&snap(&["localhost:15443", "127.0.0.2:1"]))
+            .await
+            .unwrap()
+            .unwrap();
+        let got: Vec<&str> = r.peers[0]
+            .gateways
+            .iter()
+            .map(|g| g.address.as_str())
+            .collect();
+        assert!(
+            ["127.0.0.1:15443", "[::1]:15443"].contains(&got[0]),
+            "{got:?}"
+        );
+        assert_eq!(got[1], "127.0.0.2:1");
+        let e = resolve_peer_names(&snap(&["no-such-host.invalid:1"]))
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("peers[0].gateways[0].address"), "{e}");
     }
 }
