@@ -412,6 +412,7 @@ mod tests {
         let c = ControllerConfig::load(&path).unwrap();
         assert_eq!(c.trust_domain.as_str(), "east.acme.example");
         assert_eq!(c.api_listen.port(), 15012);
+        assert_eq!(c.federation_listen.map(|a| a.port()), Some(8443));
         assert_eq!(c.join_token_ttl, DEFAULT_JOIN_TOKEN_TTL);
     }
 }
