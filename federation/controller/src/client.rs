@@ -10,8 +10,11 @@ use std::sync::Arc;
 use causeway_proto::controller::v1::admin_api_client::AdminApiClient;
 use causeway_proto::controller::v1::gateway_api_client::GatewayApiClient;
 use causeway_proto::federation::v1::federation_client::FederationClient;
+use causeway_trust::pinned::PinnedController;
 use causeway_trust::tls::{SvidSource, provider};
-use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeVerifier, TrustBundle};
+use causeway_trust::{
+    BundleSet, Expected, SharedBundles, SpiffeVerifier, TrustBundle, TrustDomain,
+};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -21,7 +24,6 @@ use tonic::transport::{Channel, Endpoint};
 use tower::service_fn;
 
 use crate::gateways::CONTROLLER_PATH;
-use crate::tls::PinnedRootVerifier;
 
 /// The admin API of the controller listening on `socket`.
 pub async fn admin(socket: &Path) -> Result<AdminApiClient<Channel>, tonic::transport::Error> {
@@ -36,12 +38,17 @@ pub async fn admin(socket: &Path) -> Result<AdminApiClient<Channel>, tonic::tran
 }
 
 /// TLS for Join: no client certificate; the controller must present the
-/// root whose SHA-256 is `pin` and a controller SVID chaining to it.
-pub fn join_tls(pin: &str) -> Result<ClientConfig, rustls::Error> {
+/// root whose SHA-256 is `pin` and the controller SVID of `td` chaining to
+/// it.
+pub fn join_tls(pin: &str, td: &TrustDomain) -> Result<ClientConfig, rustls::Error> {
+    let controller = td
+        .workload_id(CONTROLLER_PATH)
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let verifier = PinnedController::new(pin.to_ascii_lowercase(), td.clone(), controller);
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedRootVerifier::new(pin)))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)

@@ -62,11 +62,11 @@ pub async fn join(
     td: &str,
 ) -> Result<Joined, Status> {
     let pin = Token::parse(token).map(|t| t.pin).unwrap_or_default();
-    let tls = client::join_tls(&pin).map_err(|e| Status::internal(e.to_string()))?;
+    let td = TrustDomain::new(td).expect("trust domain");
+    let tls = client::join_tls(&pin, &td).map_err(|e| Status::internal(e.to_string()))?;
     let mut c = client::gateway(api, tls)
         .await
         .map_err(|e| Status::unavailable(format!("{e:?}")))?;
-    let td = TrustDomain::new(td).expect("trust domain");
     let id = gateway_id(&td, csr_name).expect("gateway id");
     let (csr, key) = causeway_trust::ca::new_csr(&id).expect("csr");
     let response = c

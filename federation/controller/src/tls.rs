@@ -11,10 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use causeway_trust::tls::{SvidSource, provider};
-use causeway_trust::verify::PeerRole;
-use causeway_trust::{Expected, SharedBundles, SpiffeId, SpiffeVerifier, TrustDomain};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use causeway_trust::{Expected, SharedBundles, SpiffeVerifier, TrustDomain};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,7 +24,6 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::ca::sha256_hex;
 use crate::error::{ControllerError, Result};
 
 /// How long a client has to finish its TLS handshake.
@@ -197,84 +195,4 @@ pub(crate) fn accept(
         }
     });
     ReceiverStream::new(rx)
-}
-
-/// A client-side verifier for joining: the presented chain must contain the
-/// root whose SHA-256 is `pin`, and the leaf must chain to that root and be
-/// the controller's SVID (`spiffe://<td>/causeway/controller`).
-#[derive(Debug)]
-pub struct PinnedRootVerifier {
-    pin: String,
-}
-
-impl PinnedRootVerifier {
-    pub fn new(pin: &str) -> Self {
-        Self {
-            pin: pin.to_ascii_lowercase(),
-        }
-    }
-}
-
-impl ServerCertVerifier for PinnedRootVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let refuse = |why: String| rustls::Error::General(why);
-        let root = intermediates
-            .iter()
-            .find(|c| sha256_hex(c) == self.pin)
-            .ok_or_else(|| refuse("the controller's chain does not hold the pinned root".into()))?;
-        let leaf = causeway_trust::svid::check_leaf(end_entity)
-            .map_err(|e| refuse(format!("controller certificate: {e}")))?;
-        let td = leaf.spiffe_id.trust_domain();
-        let bundle = causeway_trust::TrustBundle::new(td.clone(), vec![root.clone().into_owned()]);
-        let set = causeway_trust::BundleSet::from_bundles([bundle])
-            .map_err(|e| refuse(format!("pinned root: {e:?}")))?;
-        let expected = SpiffeId::new(&format!(
-            "spiffe://{td}{}",
-            crate::gateways::CONTROLLER_PATH
-        ))
-        .map_err(|e| refuse(e.to_string()))?;
-        let others: Vec<CertificateDer<'_>> = intermediates
-            .iter()
-            .filter(|c| sha256_hex(c) != self.pin)
-            .cloned()
-            .collect();
-        set.verify(
-            end_entity,
-            &others,
-            now,
-            PeerRole::Server,
-            &Expected::ids([expected]),
-        )
-        .map_err(|e| refuse(e.to_string()))?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        causeway_trust::tls::verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        causeway_trust::tls::verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        causeway_trust::tls::supported_verify_schemes()
-    }
 }

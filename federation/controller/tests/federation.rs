@@ -276,7 +276,7 @@ async fn peers_exchange_bundles_and_exports_and_follow_a_new_bundle_at_once() {
 
     // The federation API: without a client certificate, unauthenticated;
     // with one of a domain we do not peer with, the handshake fails.
-    let tls = client::join_tls(&east.pin).unwrap();
+    let tls = client::join_tls(&east.pin, &TrustDomain::new(EAST).unwrap()).unwrap();
     let mut anon = client::federation("127.0.0.1", east.federation.unwrap().port(), tls).unwrap();
     let e = anon
         .holdings(fpb::HoldingsRequest {})

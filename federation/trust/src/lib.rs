@@ -21,6 +21,7 @@ pub mod files;
 pub mod hash;
 pub mod id;
 pub mod pem;
+pub mod pinned;
 pub mod svid;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

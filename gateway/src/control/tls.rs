@@ -7,18 +7,14 @@
 //!   controller must present `spiffe://<td>/causeway/controller` chaining
 //!   to the bundle the gateway holds for its own trust domain.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_trust::tls::{SvidSource, provider};
-use causeway_trust::{
-    BundleSet, Expected, PeerRole, SharedBundles, SpiffeId, SpiffeVerifier, Svid, TrustBundle,
-    TrustDomain, VerifyError,
-};
+use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Svid};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
@@ -31,135 +27,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// ALPN for gRPC over TLS.
 const H2: &[u8] = b"h2";
 
-/// Why the controller's certificate was refused during a join.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PinRefusal {
-    #[error(
-        "no certificate the controller presented ({presented}) is the root pinned in the join token"
-    )]
-    PinMismatch { presented: usize },
-    #[error("the pinned root cannot be a trust anchor: {0}")]
-    BadRoot(String),
-    #[error("the controller's certificate, checked against the pinned root: {0}")]
-    Verify(VerifyError),
-}
-
 pub use causeway_trust::hash::{hex, sha256_hex};
-
-/// The server verifier of a join: the presented chain must contain the
-/// pinned root, the leaf must chain to it and be the controller's ID. The
-/// refusal is kept for the caller (tonic flattens handshake errors to text).
-#[derive(Debug)]
-pub(crate) struct PinnedController {
-    pin: String,
-    trust_domain: TrustDomain,
-    controller: SpiffeId,
-    refusal: Mutex<Option<PinRefusal>>,
-    root: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl PinnedController {
-    pub(crate) fn new(pin: String, trust_domain: TrustDomain, controller: SpiffeId) -> Arc<Self> {
-        Arc::new(Self {
-            pin,
-            trust_domain,
-            controller,
-            refusal: Mutex::new(None),
-            root: Mutex::new(None),
-        })
-    }
-
-    /// The last refusal, if the handshake failed on the certificate.
-    pub(crate) fn refusal(&self) -> Option<PinRefusal> {
-        self.refusal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The pinned root, once a handshake found it.
-    pub(crate) fn root(&self) -> Option<CertificateDer<'static>> {
-        self.root
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<(), PinRefusal> {
-        let root = std::iter::once(end_entity)
-            .chain(intermediates)
-            .find(|c| sha256_hex(c) == self.pin)
-            .ok_or(PinRefusal::PinMismatch {
-                presented: 1 + intermediates.len(),
-            })?
-            .clone()
-            .into_owned();
-        let mut set = BundleSet::new();
-        set.insert(TrustBundle::new(
-            self.trust_domain.clone(),
-            vec![root.clone()],
-        ))
-        .map_err(|e| PinRefusal::BadRoot(e.to_string()))?;
-        set.verify(
-            end_entity,
-            intermediates,
-            now,
-            PeerRole::Server,
-            &Expected::ids([self.controller.clone()]),
-        )
-        .map_err(PinRefusal::Verify)?;
-        *self.root.lock().unwrap_or_else(PoisonError::into_inner) = Some(root);
-        Ok(())
-    }
-}
-
-impl ServerCertVerifier for PinnedController {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.check(end_entity, intermediates, now) {
-            Ok(()) => Ok(ServerCertVerified::assertion()),
-            Err(e) => {
-                *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure,
-                ))
-            }
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        causeway_trust::tls::verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        causeway_trust::tls::verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        causeway_trust::tls::supported_verify_schemes()
-    }
-}
+pub use causeway_trust::pinned::PinRefusal;
+pub(crate) use causeway_trust::pinned::PinnedController;
 
 /// The client config of a join: no client certificate, the pinned verifier.
 pub(crate) fn join_config(verifier: Arc<PinnedController>) -> Result<ClientConfig, rustls::Error> {
