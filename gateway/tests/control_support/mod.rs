@@ -32,12 +32,9 @@ use causeway_proto::controller::v1 as pb;
 use causeway_proto::controller::v1::gateway_api_server::{GatewayApi, GatewayApiServer};
 use causeway_proto::controller::v1::gateway_message::Message as FromGateway;
 use causeway_trust::testing::TestDomain;
-use causeway_trust::tls::provider;
+use causeway_trust::tls::{OptionalClientAuth, provider};
 use causeway_trust::verify::peer_id;
 use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Validity};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use rustls_pki_types::{CertificateDer, UnixTime};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -99,7 +96,7 @@ impl TestController {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
-            .with_client_cert_verifier(Arc::new(Optional(verifier)))
+            .with_client_cert_verifier(Arc::new(OptionalClientAuth(Arc::new(verifier))))
             .with_single_cert(chain, server.key().clone_key())
             .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec()];
@@ -196,49 +193,6 @@ impl TestController {
 impl Drop for TestController {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Client certificates are asked for, not required: Join comes without.
-#[derive(Debug)]
-struct Optional(SpiffeVerifier);
-
-impl ClientCertVerifier for Optional {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.verify_client_cert(end_entity, intermediates, now)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        ClientCertVerifier::verify_tls12_signature(&self.0, message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        ClientCertVerifier::verify_tls13_signature(&self.0, message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        ClientCertVerifier::supported_verify_schemes(&self.0)
     }
 }
 
