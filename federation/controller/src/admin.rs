@@ -39,6 +39,34 @@ pub(crate) struct Admin {
 
 #[tonic::async_trait]
 impl AdminApi for Admin {
+    async fn start_rotation(
+        &self,
+        _req: Request<pb::StartRotationRequest>,
+    ) -> Result<Response<pb::RotationResponse>, Status> {
+        Err(Status::unimplemented("root rotation"))
+    }
+
+    async fn rotation_status(
+        &self,
+        _req: Request<pb::RotationStatusRequest>,
+    ) -> Result<Response<pb::RotationResponse>, Status> {
+        Err(Status::unimplemented("root rotation"))
+    }
+
+    async fn abort_rotation(
+        &self,
+        _req: Request<pb::AbortRotationRequest>,
+    ) -> Result<Response<pb::RotationResponse>, Status> {
+        Err(Status::unimplemented("root rotation"))
+    }
+
+    async fn resume_rotation(
+        &self,
+        _req: Request<pb::ResumeRotationRequest>,
+    ) -> Result<Response<pb::RotationResponse>, Status> {
+        Err(Status::unimplemented("root rotation"))
+    }
+
     async fn apply(
         &self,
         req: Request<pb::ApplyRequest>,

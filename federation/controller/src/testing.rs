@@ -150,6 +150,7 @@ impl ConfigStream {
                     }],
                     svid_serial: joined.svid.svid().info().serial.clone(),
                     svid_issuer: String::new(),
+                    svid_root: String::new(),
                     svid_expires_unix: joined.response.expires_unix,
                 }),
             })),
@@ -187,6 +188,7 @@ impl ConfigStream {
                         .collect(),
                     svid_serial: joined.svid.svid().info().serial.clone(),
                     svid_issuer: String::new(),
+                    svid_root: String::new(),
                     svid_expires_unix: joined.response.expires_unix,
                 })),
             })

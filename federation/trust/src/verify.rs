@@ -509,3 +509,37 @@ pub fn peer_id(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
     let leaf = certs?.first()?;
     svid::check_leaf(leaf).ok().map(|i| i.spiffe_id)
 }
+
+/// The root of `bundle` an SVID chain (leaf first, then intermediates)
+/// leads to, checked by signature at the leaf's own validity (an SVID near
+/// or past its end still names its root), or `None` when no root does.
+/// Root rotation asks this: which SVIDs still chain to the old root.
+pub fn issuing_root<'b>(
+    chain: &[CertificateDer<'_>],
+    bundle: &'b TrustBundle,
+) -> Option<&'b CertificateDer<'static>> {
+    let (leaf, intermediates) = chain.split_first()?;
+    let info = svid::check_leaf(leaf).ok()?;
+    let end_entity = webpki::EndEntityCert::try_from(leaf).ok()?;
+    // A moment inside the leaf's validity: the question is who signed it,
+    // not whether it is still good.
+    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(info.not_before.max(0)).unwrap_or(0) + 1,
+    ));
+    bundle.x509_authorities().iter().find(|root| {
+        let Ok(anchor) = webpki::anchor_from_trusted_cert(root) else {
+            return false;
+        };
+        end_entity
+            .verify_for_usage(
+                algorithms().all,
+                &[anchor],
+                intermediates,
+                at,
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .is_ok()
+    })
+}

@@ -172,3 +172,34 @@ fn ca_material_round_trips_through_pem() {
         Err(CaError::SignerNotCa(_))
     ));
 }
+
+#[test]
+fn issuing_root_tells_two_roots_of_one_domain_apart() {
+    use causeway_trust::verify::issuing_root;
+    use causeway_trust::{Ca, TrustBundle, TrustDomain};
+    let td = TrustDomain::new("east.acme.example").unwrap();
+    let old = Authority::new_root(&td, HOUR).unwrap();
+    let new = Authority::new_root(&td, HOUR).unwrap();
+    let (old_der, new_der) = (old.cert().clone(), new.cert().clone());
+    let id = td.workload_id("/causeway/gateway/a").unwrap();
+    let from_new = Ca::with_root(td.clone(), new)
+        .issue_with_new_key(&id, Validity::starting_now(HOUR))
+        .unwrap();
+    let from_old = Ca::with_root(td.clone(), old)
+        .issue_with_new_key(&id, Validity::starting_now(HOUR))
+        .unwrap();
+    let both = TrustBundle::new(td.clone(), vec![old_der.clone(), new_der.clone()]);
+    assert_eq!(issuing_root(from_new.chain(), &both), Some(&new_der));
+    assert_eq!(issuing_root(from_old.chain(), &both), Some(&old_der));
+    let old_only = TrustBundle::new(td.clone(), vec![old_der]);
+    assert_eq!(issuing_root(from_new.chain(), &old_only), None);
+    // Through an intermediate as well.
+    let d = TestDomain::with_intermediate("west.globex.example");
+    let svid = d.svid("/gw");
+    let bundle = d.bundle();
+    assert_eq!(
+        issuing_root(svid.chain(), &bundle),
+        bundle.x509_authorities().first()
+    );
+    assert_eq!(issuing_root(&[], &bundle), None);
+}

@@ -395,7 +395,16 @@ pub fn holdings(svid: Option<&Svid>, bundles: &BundleSet) -> Holdings {
         svid_serial: svid.map(|s| s.info().serial.clone()).unwrap_or_default(),
         svid_issuer: svid.map(|s| s.info().issuer.clone()).unwrap_or_default(),
         svid_expires_unix: svid.map(|s| s.info().not_after).unwrap_or(0),
+        svid_root: svid.and_then(|s| svid_root(s, bundles)).unwrap_or_default(),
     }
+}
+
+/// SHA-256 (hex) of the own bundle's root the SVID chains to, if one does:
+/// what root rotation waits on.
+pub fn svid_root(svid: &Svid, bundles: &BundleSet) -> Option<String> {
+    let own = bundles.get(&svid.info().spiffe_id.trust_domain())?;
+    causeway_trust::verify::issuing_root(svid.chain(), own)
+        .map(|root| causeway_trust::hash::sha256_hex(root))
 }
 
 /// The proto's bundle digest: the trust core's `TrustBundle::digest`, the

@@ -416,6 +416,7 @@ pub fn good_snapshot(version: u64, west: &TestDomain) -> pb::ConfigSnapshot {
             }],
         }],
         identity_map: vec![],
+        svid_root: String::new(),
     }
 }
 
