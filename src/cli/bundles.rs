@@ -38,24 +38,35 @@ pub(crate) fn run(cmd: BundlesCommand) -> anyhow::Result<ExitCode> {
         .map_err(status)?
         .into_inner())
     })?;
-    if args.json {
-        let parties: Vec<_> = report
-            .parties
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "kind": p.kind, "trust_domain": p.party_trust_domain, "name": p.name,
-                    "bundle": p.bundle_trust_domain,
-                    "want": {"sequence": p.want_sequence, "digest": p.want_digest},
-                    "held": {"sequence": p.held_sequence, "digest": p.held_digest},
-                    "in_sync": p.in_sync, "problem": p.problem,
-                })
+    print_report(&report, args.json);
+    Ok(if report.in_sync {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The report as JSON (`json`) or a table, out-of-sync parties first.
+pub(crate) fn report_json(report: &pb::VerifyBundlesResponse) -> serde_json::Value {
+    let parties: Vec<_> = report
+        .parties
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "kind": p.kind, "trust_domain": p.party_trust_domain, "name": p.name,
+                "bundle": p.bundle_trust_domain,
+                "want": {"sequence": p.want_sequence, "digest": p.want_digest},
+                "held": {"sequence": p.held_sequence, "digest": p.held_digest},
+                "in_sync": p.in_sync, "problem": p.problem,
             })
-            .collect();
-        say!(
-            "{}",
-            serde_json::json!({"in_sync": report.in_sync, "parties": parties})
-        );
+        })
+        .collect();
+    serde_json::json!({"in_sync": report.in_sync, "parties": parties})
+}
+
+pub(crate) fn print_report(report: &pb::VerifyBundlesResponse, json: bool) {
+    if json {
+        say!("{}", report_json(report));
     } else {
         let behind = report.parties.iter().filter(|p| !p.in_sync).count();
         if report.in_sync {
@@ -97,9 +108,4 @@ pub(crate) fn run(cmd: BundlesCommand) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(if report.in_sync {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

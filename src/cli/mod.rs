@@ -11,6 +11,7 @@ mod ca;
 mod controller;
 mod demo;
 mod gateway;
+mod rotate;
 mod svid;
 
 pub(crate) use gateway::controlled;
@@ -59,6 +60,10 @@ enum Command {
     /// Whether every party holds the trust bundles it must.
     #[command(subcommand)]
     Bundles(bundles::BundlesCommand),
+    /// Rotate the trust domain's root with every party verified before and
+    /// after each step: start, status, abort, resume.
+    #[command(subcommand)]
+    Rotate(rotate::RotateCommand),
     /// Show what Causeway does, on loopback, in a temp dir.
     Demo,
     /// Measure the data path: direct, one gateway, two gateways over QUIC, and
@@ -80,6 +85,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(c) => admin::token(c),
         Command::Gateways(a) => admin::gateways(a),
         Command::Bundles(c) => bundles::run(c),
+        Command::Rotate(c) => rotate::run(c),
         Command::Demo => demo::run(),
         Command::Bench(a) => bench::run(a),
     }

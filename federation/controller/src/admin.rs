@@ -13,7 +13,7 @@ use causeway_resources::{Kind, Plan, Resource, admit, parse_str};
 use causeway_store::{Compare, Store, Txn};
 use tonic::{Request, Response, Status};
 
-use crate::ca::CaState;
+use crate::ca::LiveCa;
 use crate::error::ControllerError;
 use crate::federation::{PeerExports, read_exports};
 use crate::gateways::{self, GatewayRecord, StreamStatus};
@@ -21,6 +21,7 @@ use crate::issuance::own_bundle;
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::peers::{self, HeldPeerBundle};
+use crate::rotation::Rotations;
 use crate::stored;
 use crate::tokens::{self, now_unix};
 use crate::verify::Verifier;
@@ -31,40 +32,51 @@ const APPLY_ATTEMPTS: usize = 5;
 #[derive(Debug, Clone)]
 pub(crate) struct Admin {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) ca: Arc<CaState>,
+    pub(crate) ca: LiveCa,
     pub(crate) metrics: Metrics,
     pub(crate) join_token_ttl: Duration,
     pub(crate) verifier: Verifier,
+    pub(crate) rotations: Rotations,
 }
 
 #[tonic::async_trait]
 impl AdminApi for Admin {
     async fn start_rotation(
         &self,
-        _req: Request<pb::StartRotationRequest>,
+        req: Request<pb::StartRotationRequest>,
     ) -> Result<Response<pb::RotationResponse>, Status> {
-        Err(Status::unimplemented("root rotation"))
+        self.rotations
+            .start(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn rotation_status(
         &self,
-        _req: Request<pb::RotationStatusRequest>,
+        req: Request<pb::RotationStatusRequest>,
     ) -> Result<Response<pb::RotationResponse>, Status> {
-        Err(Status::unimplemented("root rotation"))
+        let n = usize::try_from(req.into_inner().history).unwrap_or(usize::MAX);
+        Ok(Response::new(self.rotations.status(n).await?))
     }
 
     async fn abort_rotation(
         &self,
-        _req: Request<pb::AbortRotationRequest>,
+        req: Request<pb::AbortRotationRequest>,
     ) -> Result<Response<pb::RotationResponse>, Status> {
-        Err(Status::unimplemented("root rotation"))
+        self.rotations
+            .abort(&req.into_inner().aborted_by)
+            .await
+            .map(Response::new)
     }
 
     async fn resume_rotation(
         &self,
-        _req: Request<pb::ResumeRotationRequest>,
+        req: Request<pb::ResumeRotationRequest>,
     ) -> Result<Response<pb::RotationResponse>, Status> {
-        Err(Status::unimplemented("root rotation"))
+        self.rotations
+            .resume(&req.into_inner().resumed_by)
+            .await
+            .map(Response::new)
     }
 
     async fn apply(
@@ -87,7 +99,8 @@ impl AdminApi for Admin {
                 problems,
             }));
         }
-        let td = self.ca.ca.trust_domain();
+        let ca = self.ca.current();
+        let td = ca.ca.trust_domain();
         for _ in 0..APPLY_ATTEMPTS {
             let current = stored::read(&self.store).await?;
             let plan = Plan::new(&current.set, &incoming);
@@ -195,9 +208,10 @@ impl AdminApi for Admin {
             0 => self.join_token_ttl,
             s => Duration::from_secs(s),
         };
-        let (token, expires_unix) = tokens::create(&self.store, &req.gateway, ttl, &self.ca.pin)
-            .await
-            .map_err(ControllerError::from)?;
+        let (token, expires_unix) =
+            tokens::create(&self.store, &req.gateway, ttl, &self.ca.current().pin)
+                .await
+                .map_err(ControllerError::from)?;
         self.metrics
             .join_tokens
             .with_label_values(&["created"])
@@ -213,7 +227,7 @@ impl AdminApi for Admin {
         &self,
         _req: Request<pb::ExportBundleRequest>,
     ) -> Result<Response<pb::ExportBundleResponse>, Status> {
-        let b = own_bundle(&self.store, &self.ca).await?;
+        let b = own_bundle(&self.store, &self.ca.current()).await?;
         Ok(Response::new(pb::ExportBundleResponse {
             document: b.document,
         }))

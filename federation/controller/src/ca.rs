@@ -9,9 +9,12 @@ use causeway_store::{Compare, Store, Txn, WatchEvent};
 use causeway_trust::{Authority, Ca, TrustBundle, TrustDomain};
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::CaSource;
 use crate::error::{ControllerError, Result};
+use crate::follow;
 use crate::keys;
 
 /// The root as the store keeps it.
@@ -38,7 +41,7 @@ pub struct CaState {
 }
 
 impl CaState {
-    fn new(td: TrustDomain, root: Authority) -> Self {
+    pub(crate) fn new(td: TrustDomain, root: Authority) -> Self {
         let der = root.cert().clone();
         Self {
             pin: sha256_hex(&der),
@@ -51,6 +54,39 @@ impl CaState {
     /// verify SVIDs of this domain with.
     pub fn bundle(&self) -> TrustBundle {
         TrustBundle::new(self.ca.trust_domain().clone(), vec![self.root.clone()])
+    }
+}
+
+/// The CA this replica issues from now. Root rotation replaces it on
+/// every replica when the store's `ca/root` changes; each signing loads the
+/// current one, and whoever must act on a change (the controller's own
+/// SVID) subscribes.
+#[derive(Debug, Clone)]
+pub struct LiveCa(Arc<watch::Sender<Arc<CaState>>>);
+
+impl LiveCa {
+    pub(crate) fn new(state: CaState) -> Self {
+        Self(Arc::new(watch::Sender::new(Arc::new(state))))
+    }
+
+    /// The CA in effect.
+    pub fn current(&self) -> Arc<CaState> {
+        self.0.borrow().clone()
+    }
+
+    pub(crate) fn changes(&self) -> watch::Receiver<Arc<CaState>> {
+        self.0.subscribe()
+    }
+
+    /// Takes `state` in use unless it is the root in use already.
+    pub(crate) fn replace(&self, state: CaState) -> bool {
+        self.0.send_if_modified(|cur| {
+            if cur.pin == state.pin {
+                return false;
+            }
+            *cur = Arc::new(state);
+            true
+        })
     }
 }
 
@@ -109,12 +145,75 @@ pub(crate) async fn load(
         }
         CaSource::Store { .. } => {
             let stored = wait_for(store, keys::ROOT).await?;
-            let root: StoredRoot = serde_json::from_slice(&stored)
-                .map_err(|e| ControllerError::corrupt(keys::ROOT, e))?;
-            let root = Authority::from_pem(root.cert_pem.as_bytes(), root.key_pem.as_bytes())?;
-            Ok(CaState::new(td.clone(), root))
+            Ok(CaState::new(td.clone(), parse_root(keys::ROOT, &stored)?))
         }
     }
+}
+
+/// A root as the store keeps it (`ca/root`, `ca/standby`).
+pub(crate) fn parse_root(key: &str, value: &[u8]) -> Result<Authority> {
+    let root: StoredRoot =
+        serde_json::from_slice(value).map_err(|e| ControllerError::corrupt(key, e))?;
+    Ok(Authority::from_pem(
+        root.cert_pem.as_bytes(),
+        root.key_pem.as_bytes(),
+    )?)
+}
+
+/// A root in the store form.
+pub(crate) fn store_form(root: &Authority) -> Result<Vec<u8>> {
+    serde_json::to_vec(&StoredRoot {
+        cert_pem: root.cert_pem(),
+        key_pem: root.key_pem(),
+    })
+    .map_err(|e| ControllerError::corrupt(keys::ROOT, e))
+}
+
+/// Every replica with the root in the store: follows `ca/root` and takes a
+/// new root in use the moment the leader switches it (root rotation).
+pub(crate) fn follow(store: Arc<dyn Store>, td: TrustDomain, live: LiveCa) -> JoinHandle<()> {
+    follow::spawn(store, keys::CA, move |keys| {
+        let Some(value) = keys.get(keys::ROOT) else {
+            return;
+        };
+        match parse_root(keys::ROOT, value) {
+            Ok(root) => {
+                let state = CaState::new(td.clone(), root);
+                let pin = state.pin.clone();
+                if live.replace(state) {
+                    tracing::info!(root = %short(&pin), "issuing from a new root");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the stored root cannot be used; keeping ours"),
+        }
+    })
+}
+
+/// The first characters of a pin, for logs and reports.
+pub fn short(pin: &str) -> &str {
+    pin.get(..12).unwrap_or(pin)
+}
+
+/// The roots the own bundle must hold now: the issuing root, and during a
+/// rotation the other one (`ca/standby`).
+pub(crate) async fn bundle_roots(
+    store: &Arc<dyn Store>,
+    source: &CaSource,
+    live: &CaState,
+) -> Result<Vec<CertificateDer<'static>>> {
+    if let CaSource::Files { .. } = source {
+        return Ok(vec![live.root.clone()]);
+    }
+    let mut roots = Vec::new();
+    for key in [keys::ROOT, keys::STANDBY] {
+        if let Some(kv) = store.get(key).await?.kv {
+            roots.push(parse_root(key, &kv.value)?.cert().clone());
+        }
+    }
+    if roots.is_empty() {
+        roots.push(live.root.clone());
+    }
+    Ok(roots)
 }
 
 /// The value of `key`, waiting until it exists.
@@ -141,28 +240,30 @@ pub(crate) async fn wait_for(store: &Arc<dyn Store>, key: &str) -> Result<Vec<u8
 }
 
 /// Leader only: publishes the own bundle when what is published differs
-/// from the CA's roots, with the next sequence number.
+/// from `roots`, with the next sequence number. Returns the sequence
+/// published now or already.
 pub(crate) async fn publish_bundle(
     store: &Arc<dyn Store>,
     fence: Compare,
-    ca: &CaState,
-) -> Result<()> {
+    td: &TrustDomain,
+    roots: Vec<CertificateDer<'static>>,
+) -> Result<u64> {
+    let wanted = TrustBundle::new(td.clone(), roots);
     let read = store.get(keys::OWN_BUNDLE).await?;
     let (sequence, mod_revision) = match &read.kv {
         Some(kv) => {
             let published: PublishedBundle = serde_json::from_slice(&kv.value)
                 .map_err(|e| ControllerError::corrupt(keys::OWN_BUNDLE, e))?;
-            let held =
-                TrustBundle::from_json(ca.ca.trust_domain().clone(), published.document.as_bytes())
-                    .map_err(|e| ControllerError::corrupt(keys::OWN_BUNDLE, e))?;
-            if bundle_digest(&held) == bundle_digest(&ca.bundle()) {
-                return Ok(());
+            let held = TrustBundle::from_json(td.clone(), published.document.as_bytes())
+                .map_err(|e| ControllerError::corrupt(keys::OWN_BUNDLE, e))?;
+            if bundle_digest(&held) == bundle_digest(&wanted) {
+                return Ok(published.sequence);
             }
             (published.sequence + 1, kv.mod_revision)
         }
         None => (1, 0),
     };
-    let bundle = ca.bundle().with_sequence(sequence);
+    let bundle = wanted.with_sequence(sequence);
     let value = serde_json::to_vec(&PublishedBundle {
         sequence,
         document: bundle.to_json(),
@@ -172,10 +273,17 @@ pub(crate) async fn publish_bundle(
         .when(fence)
         .when(Compare::ModRevision(keys::OWN_BUNDLE.into(), mod_revision))
         .put(keys::OWN_BUNDLE, value);
-    if store.txn(txn).await?.applied {
-        tracing::info!(sequence, "published the trust domain's bundle");
+    if !store.txn(txn).await?.applied {
+        return Err(ControllerError::Conflict(
+            "the published bundle changed meanwhile".into(),
+        ));
     }
-    Ok(())
+    tracing::info!(
+        sequence,
+        roots = bundle.x509_authorities().len(),
+        "published the trust domain's bundle"
+    );
+    Ok(sequence)
 }
 
 /// The published own bundle, if any.

@@ -35,6 +35,10 @@ pub(crate) struct Holdings {
     pub(crate) bundles: Vec<HeldBundle>,
     pub(crate) svid_serial: String,
     pub(crate) svid_expires_unix: i64,
+    /// SHA-256 (hex) of the own root the SVID chains to (root rotation
+    /// waits on it); empty from gateways that do not report it.
+    #[serde(default)]
+    pub(crate) svid_root: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,6 +62,7 @@ impl From<&causeway_proto::controller::v1::Holdings> for Holdings {
                 .collect(),
             svid_serial: h.svid_serial.clone(),
             svid_expires_unix: h.svid_expires_unix,
+            svid_root: h.svid_root.clone(),
         }
     }
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use causeway_proto::controller::v1 as pb;
 use causeway_store::Store;
-use causeway_trust::{CaError, IssuedSvid, SpiffeId, Validity};
+use causeway_trust::{CaError, IssuedSvid, SpiffeId, TrustBundle, Validity};
 use tonic::Status;
 
-use crate::ca::{self, CaState, bundle_digest};
+use crate::ca::{self, CaState, LiveCa};
 use crate::gateways::{self, GatewayRecord};
 use crate::keys;
 use crate::metrics::Metrics;
@@ -21,7 +21,7 @@ use crate::tokens::{self, Token, TokenError, now_unix};
 #[derive(Debug, Clone)]
 pub(crate) struct Issuer {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) ca: Arc<CaState>,
+    pub(crate) ca: LiveCa,
     pub(crate) svid_ttl: Duration,
     pub(crate) metrics: Metrics,
 }
@@ -42,16 +42,15 @@ impl Issuer {
             refuse(reason, status)
         };
         let token = Token::parse(&req.token).map_err(token_refused)?;
-        let valid = tokens::check(&self.store, &token, &self.ca.pin)
+        let ca = self.ca.current();
+        let valid = tokens::check(&self.store, &token, &ca.pin)
             .await
             .map_err(token_refused)?;
-        let id = gateways::gateway_id(self.ca.ca.trust_domain(), &valid.gateway)
+        let id = gateways::gateway_id(ca.ca.trust_domain(), &valid.gateway)
             .map_err(|e| refuse("bad_token", Status::permission_denied(e.to_string())))?;
         // Sign first, use the token after: a bad CSR does not burn the
         // token, and nothing is handed out unless the token was ours to use.
-        let issued = self
-            .sign(&req.csr_der, &id)
-            .map_err(|(r, s)| refuse(r, s))?;
+        let issued = sign(&ca, self.svid_ttl, &req.csr_der, &id).map_err(|(r, s)| refuse(r, s))?;
         tokens::consume(&self.store, &token, &valid)
             .await
             .map_err(token_refused)?;
@@ -72,16 +71,15 @@ impl Issuer {
             tracing::warn!(reason, message = status.message(), "renewal refused");
             status
         };
-        let td = self.ca.ca.trust_domain();
+        let ca = self.ca.current();
+        let td = ca.ca.trust_domain();
         let (id, name) = peer_gateway(td, peer).ok_or_else(|| {
             refuse(
                 "wrong_id",
                 Status::unauthenticated("renewal needs the gateway's current SVID (mutual TLS)"),
             )
         })?;
-        let issued = self
-            .sign(&req.csr_der, &id)
-            .map_err(|(r, s)| refuse(r, s))?;
+        let issued = sign(&ca, self.svid_ttl, &req.csr_der, &id).map_err(|(r, s)| refuse(r, s))?;
         self.metrics
             .svids_issued
             .with_label_values(&["renew"])
@@ -89,24 +87,6 @@ impl Issuer {
         tracing::info!(gateway = %name, serial = %issued.info.serial, "gateway SVID renewed");
         self.record(&name, &issued, false).await;
         self.respond(issued).await
-    }
-
-    fn sign(&self, csr: &[u8], id: &SpiffeId) -> Result<IssuedSvid, (&'static str, Status)> {
-        self.ca
-            .ca
-            .sign_csr(csr, Validity::starting_now(self.svid_ttl), |asked| {
-                asked == id
-            })
-            .map_err(|e| match e {
-                CaError::CsrIdNotAllowed { .. } | CaError::CsrWrongTrustDomain { .. } => (
-                    "wrong_id",
-                    Status::permission_denied(format!("{e}; this gateway may have only {id}")),
-                ),
-                CaError::SignerExpired { .. } | CaError::Generate(_) | CaError::Random => {
-                    ("store", Status::internal(e.to_string()))
-                }
-                e => ("bad_csr", Status::invalid_argument(e.to_string())),
-            })
     }
 
     async fn record(&self, name: &str, issued: &IssuedSvid, joined: bool) {
@@ -141,7 +121,7 @@ impl Issuer {
             expires_unix: issued.info.not_after,
             chain_der: issued.chain.iter().map(|c| c.to_vec()).collect(),
             own_bundle: Some(
-                own_bundle(&self.store, &self.ca)
+                own_bundle(&self.store, &self.ca.current())
                     .await
                     .map_err(Status::from)?,
             ),
@@ -155,16 +135,20 @@ pub(crate) async fn own_bundle(
     store: &Arc<dyn Store>,
     state: &CaState,
 ) -> crate::error::Result<pb::Bundle> {
-    let bundle = state.bundle();
-    let (sequence, document) = match ca::published(store).await? {
-        Some(p) => (p.sequence, p.document),
-        None => (0, bundle.to_json()),
+    let td = state.ca.trust_domain();
+    let (sequence, bundle) = match ca::published(store).await? {
+        Some(p) => {
+            let b = TrustBundle::from_json(td.clone(), p.document.as_bytes())
+                .map_err(|e| crate::error::ControllerError::corrupt(keys::OWN_BUNDLE, e))?;
+            (p.sequence, b)
+        }
+        None => (0, state.bundle()),
     };
     Ok(pb::Bundle {
-        trust_domain: bundle.trust_domain().to_string(),
-        document,
+        trust_domain: td.to_string(),
+        document: bundle.to_json(),
         sequence,
-        digest: bundle_digest(&bundle),
+        digest: bundle.digest(),
     })
 }
 
@@ -178,4 +162,24 @@ pub(crate) fn peer_gateway(
     let id = causeway_trust::svid::check_leaf(leaf).ok()?.spiffe_id;
     let name = gateways::name_of(td, &id)?;
     Some((id, name))
+}
+
+fn sign(
+    ca: &CaState,
+    ttl: Duration,
+    csr: &[u8],
+    id: &SpiffeId,
+) -> Result<IssuedSvid, (&'static str, Status)> {
+    ca.ca
+        .sign_csr(csr, Validity::starting_now(ttl), |asked| asked == id)
+        .map_err(|e| match e {
+            CaError::CsrIdNotAllowed { .. } | CaError::CsrWrongTrustDomain { .. } => (
+                "wrong_id",
+                Status::permission_denied(format!("{e}; this gateway may have only {id}")),
+            ),
+            CaError::SignerExpired { .. } | CaError::Generate(_) | CaError::Random => {
+                ("store", Status::internal(e.to_string()))
+            }
+            e => ("bad_csr", Status::invalid_argument(e.to_string())),
+        })
 }

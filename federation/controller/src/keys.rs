@@ -4,7 +4,11 @@
 //!
 //! | key | value | written by |
 //! | --- | --- | --- |
-//! | `ca/root` | [`crate::ca::StoredRoot`] JSON (certificate and key, PEM) | the leader, once (CAS: absent) |
+//! | `ca/root` | [`crate::ca::StoredRoot`] JSON (certificate and key, PEM): the root every replica issues from | the leader, once (CAS: absent); swapped with `ca/standby` by a rotation |
+//! | `ca/standby` | the same: the other root in the bundle while a rotation runs | rotate start (CAS: absent); the rotation |
+//! | `rotation/current` | the rotation under way (`Rotation`, protobuf) | rotate start/abort/resume; the leader's driver (CAS, fenced) |
+//! | `rotation/history/<id>` | finished rotations (completed, aborted, refused) | the leader's driver; rotate start (refused) |
+//! | `replicas/<node>` | [`crate::rotation::Replica`] JSON, under the replica's lease: the root its own SVID chains to | each replica |
 //! | `bundle/own` | [`crate::ca::PublishedBundle`] JSON | the leader |
 //! | `resources/meta` | a counter: the resource set's revision, compared by every apply | apply |
 //! | `resources/<Kind>/<name>` | the resource's store form (YAML) | apply (CAS on `resources/meta`) |
@@ -16,7 +20,12 @@
 //! | `gateways/<name>` | [`crate::gateways::GatewayRecord`] JSON: ID, last SVID | join, renew |
 //! | `connected/<name>` | [`crate::gateways::StreamStatus`] JSON, under the serving replica's lease | the config stream |
 
+pub(crate) const CA: &str = "ca/";
 pub(crate) const ROOT: &str = "ca/root";
+pub(crate) const STANDBY: &str = "ca/standby";
+pub(crate) const ROTATION: &str = "rotation/current";
+pub(crate) const ROTATION_HISTORY: &str = "rotation/history/";
+pub(crate) const REPLICAS: &str = "replicas/";
 pub(crate) const OWN_BUNDLE: &str = "bundle/own";
 pub(crate) const RESOURCES: &str = "resources/";
 pub(crate) const RESOURCES_META: &str = "resources/meta";

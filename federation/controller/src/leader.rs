@@ -21,8 +21,10 @@ use crate::federate::{Federate, PeerTasks};
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::peers;
+use crate::rotation::drive::Driver;
 use crate::snapshot::{compile, describe, fingerprint};
 use crate::stored;
+use crate::verify::Verifier;
 
 pub(crate) const ELECTION: &str = "controller";
 
@@ -37,6 +39,8 @@ pub(crate) struct LeaderTask {
     /// The federation side, once the replica has its SVID and bundle view
     /// (the leader creates the root before either exists).
     pub(crate) federate: watch::Receiver<Option<Federate>>,
+    /// How often a rotation's wait checks again.
+    pub(crate) rotation_poll: Duration,
 }
 
 impl LeaderTask {
@@ -62,6 +66,9 @@ impl LeaderTask {
                     r = self.lead(&leadership) => if let Err(e) = r {
                         tracing::warn!(error = %e, "leader work failed; resigning and campaigning again");
                     },
+                    r = self.rotate(&leadership) => if let Err(e) = r {
+                        tracing::warn!(error = %e, "driving the root rotation failed; resigning and campaigning again");
+                    },
                     () = self.sweep(&leadership) => {}
                 }
                 self.metrics.leader.set(0);
@@ -85,6 +92,49 @@ impl LeaderTask {
         }
     }
 
+    /// Drives the root rotation under way, if any (see `rotation`), once
+    /// the federation side (the verifier) exists.
+    async fn rotate(&self, leadership: &Leadership) -> Result<()> {
+        let mut federate = self.federate.clone();
+        let f = loop {
+            if let Some(f) = federate.borrow_and_update().clone() {
+                break f;
+            }
+            if federate.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        };
+        Driver {
+            store: self.store.clone(),
+            trust_domain: self.trust_domain.clone(),
+            source: self.ca.clone(),
+            verifier: Verifier {
+                store: self.store.clone(),
+                trust_domain: self.trust_domain.clone(),
+                svid: f.svid.clone(),
+                view: f.view.clone(),
+            },
+            metrics: self.metrics.clone(),
+            poll: self.rotation_poll,
+        }
+        .run(leadership.fence())
+        .await
+    }
+
+    /// Publishes the bundle the stored roots call for. A conflict (the
+    /// rotation's driver published meanwhile) is settled on the next pass.
+    async fn publish(&self, fence: Compare, state: &ca::CaState) -> Result<()> {
+        let roots = ca::bundle_roots(&self.store, &self.ca, state).await?;
+        match ca::publish_bundle(&self.store, fence, &self.trust_domain, roots).await {
+            Ok(_) => Ok(()),
+            Err(ControllerError::Conflict(detail)) => {
+                tracing::debug!(%detail, "publishing the bundle raced; again on the next pass");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn lead(&self, leadership: &Leadership) -> Result<()> {
         if let CaSource::Store { root_ttl } = &self.ca {
             ca::ensure_root(
@@ -96,21 +146,26 @@ impl LeaderTask {
             .await?;
         }
         let state = ca::load(&self.store, &self.trust_domain, &self.ca).await?;
-        ca::publish_bundle(&self.store, leadership.fence(), &state).await?;
         let mut federate = self.federate.clone();
         let mut peer_tasks = PeerTasks::default();
         loop {
-            let (revision, set) = self.sync(leadership.fence()).await?;
+            self.publish(leadership.fence(), &state).await?;
+            let (revision, set) = self.sync(leadership.fence(), &state).await?;
             if let Some(f) = federate.borrow_and_update().as_ref() {
                 peer_tasks.reconcile(f, &leadership.fence(), &set);
             }
-            // Wait for the next change of the resources or of the peers'
-            // bundles held, then let a burst of changes settle.
+            // Wait for the next change of the resources, the peers'
+            // bundles held, the roots or our published bundle, then let a
+            // burst of changes settle.
             let mut resources = self.store.watch(keys::RESOURCES, revision + 1).await?;
             let mut held = self.store.watch(keys::PEER_BUNDLES, revision + 1).await?;
+            let mut roots = self.store.watch(keys::CA, revision + 1).await?;
+            let mut own = self.store.watch(keys::OWN_BUNDLE, revision + 1).await?;
             let event = tokio::select! {
                 e = resources.next() => e,
                 e = held.next() => e,
+                e = roots.next() => e,
+                e = own.next() => e,
                 _ = federate.changed() => None,
             };
             if let Some(Err(e)) = event {
@@ -123,14 +178,25 @@ impl LeaderTask {
     /// Compiles the snapshot from what is stored and stores it with the next
     /// version when its content changed. Returns the revision read and
     /// the resources.
-    async fn sync(&self, fence: Compare) -> Result<(i64, causeway_resources::ResourceSet)> {
+    async fn sync(
+        &self,
+        fence: Compare,
+        state: &ca::CaState,
+    ) -> Result<(i64, causeway_resources::ResourceSet)> {
         let stored = stored::read(&self.store).await?;
+        let issuing = match (&self.ca, self.store.get(keys::ROOT).await?.kv) {
+            (CaSource::Store { .. }, Some(kv)) => {
+                ca::sha256_hex(ca::parse_root(keys::ROOT, &kv.value)?.cert())
+            }
+            _ => state.pin.clone(),
+        };
         peers::sync(&self.store, fence.clone(), &stored.set).await?;
         let own = ca::published(&self.store)
             .await?
             .ok_or_else(|| ControllerError::corrupt(keys::OWN_BUNDLE, "not published"))?;
         let held = peers::read_all(&self.store).await?;
         let mut snap = compile(&self.trust_domain, &stored.set, &own, &held);
+        snap.svid_root = issuing;
         let current = self.store.get(keys::SNAPSHOT).await?;
         let (version, mod_revision) = match &current.kv {
             Some(kv) => {

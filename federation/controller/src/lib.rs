@@ -37,6 +37,7 @@ mod keys;
 mod leader;
 pub mod metrics;
 mod peers;
+mod rotation;
 mod server;
 pub mod snapshot;
 mod stored;

@@ -40,6 +40,12 @@ pub struct Metrics {
     /// Seconds until the soonest-expiring root of each bundle held (ours
     /// and each peer's), by trust domain.
     pub root_expiry: GaugeVec,
+    /// Root rotations finished; `outcome`: completed | aborted | refused.
+    pub rotations: IntCounterVec,
+    /// 1 while a rotation is paused (a wait timed out) and needs someone.
+    pub rotation_paused: IntGauge,
+    /// Parties the rotation's current wait is for (0: none, or no wait).
+    pub rotation_behind: IntGauge,
 }
 
 impl Metrics {
@@ -117,6 +123,27 @@ impl Metrics {
             ),
             &["trust_domain"],
         )?;
+        let rotations = IntCounterVec::new(
+            Opts::new(
+                "causeway_controller_rotations_total",
+                "Root rotations finished (leader), by outcome",
+            ),
+            &["outcome"],
+        )?;
+        let rotation_paused = IntGauge::new(
+            "causeway_controller_rotation_paused",
+            "1 while a root rotation is paused: a wait timed out; see `causeway rotate status`",
+        )?;
+        let rotation_behind = IntGauge::new(
+            "causeway_controller_rotation_behind",
+            "Parties the root rotation's current wait is for",
+        )?;
+        for outcome in ["completed", "aborted", "refused"] {
+            rotations.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(rotations.clone()))?;
+        registry.register(Box::new(rotation_paused.clone()))?;
+        registry.register(Box::new(rotation_behind.clone()))?;
         registry.register(Box::new(root_expiry.clone()))?;
         registry.register(Box::new(peer_bundle_fetches.clone()))?;
         registry.register(Box::new(announcements_sent.clone()))?;
@@ -156,6 +183,9 @@ impl Metrics {
             announcements_sent,
             announcements_received,
             root_expiry,
+            rotations,
+            rotation_paused,
+            rotation_behind,
         })
     }
 

@@ -21,7 +21,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::Admin;
 use crate::api::Api;
-use crate::ca::{self, hex};
+use crate::ca::{self, LiveCa, hex};
+use crate::config::CaSource;
 use crate::config::{ControllerConfig, StoreConfig};
 use crate::error::{ControllerError, Result};
 use crate::federate::Federate;
@@ -29,9 +30,11 @@ use crate::federation::FederationApi;
 use crate::front;
 use crate::health::{self, HealthState};
 use crate::identity;
+use crate::identity::ReplicaRecord;
 use crate::issuance::Issuer;
 use crate::leader::LeaderTask;
 use crate::metrics::Metrics;
+use crate::rotation::Rotations;
 use crate::snapshot;
 use crate::stream::Streams;
 use crate::verify::Verifier;
@@ -46,6 +49,8 @@ pub struct StartOptions {
     pub lease_ttl: Duration,
     /// How the leader refreshes peers' bundles from their endpoints.
     pub refresh: RefreshPolicy,
+    /// How often a root rotation's wait checks whether it is met.
+    pub rotation_poll: Duration,
 }
 
 impl Default for StartOptions {
@@ -54,6 +59,7 @@ impl Default for StartOptions {
             registry: Registry::new(),
             lease_ttl: Duration::from_secs(5),
             refresh: RefreshPolicy::default(),
+            rotation_poll: Duration::from_millis(200),
         }
     }
 }
@@ -68,8 +74,11 @@ pub struct Running {
     /// The public port: bundle endpoint (`https://<addr>/`) and federation
     /// API.
     pub federation: Option<SocketAddr>,
-    /// The pin join tokens carry (SHA-256 of the root).
+    /// The pin join tokens carry (SHA-256 of the root) when it started;
+    /// [`Running::ca`] has the one in use now.
     pub pin: String,
+    /// The CA in use (a root rotation replaces it).
+    pub ca: LiveCa,
     pub metrics_handle: Metrics,
     store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
@@ -96,26 +105,41 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
             metrics: metrics.clone(),
             lease_ttl: options.lease_ttl,
             federate: federate_rx,
+            rotation_poll: options.rotation_poll,
         }
         .spawn(),
     );
     let lease = store.grant(options.lease_ttl).await?;
     let keep_alive = KeepAlive::spawn(store.clone(), lease.id, lease.ttl);
 
-    let state = Arc::new(ca::load(&store, &config.trust_domain, &config.ca).await?);
-    let svid = SvidSource::new(identity::issue(&state, config.svid_ttl)?)
+    let first = ca::load(&store, &config.trust_domain, &config.ca).await?;
+    let initial_bundle = first.bundle();
+    let live = LiveCa::new(first);
+    if let CaSource::Store { .. } = config.ca {
+        tasks.push(ca::follow(
+            store.clone(),
+            config.trust_domain.clone(),
+            live.clone(),
+        ));
+    }
+    let svid = SvidSource::new(identity::issue(&live.current(), config.svid_ttl)?)
         .map_err(|e| ControllerError::Tls(e.to_string()))?;
     metrics
         .svids_issued
         .with_label_values(&["controller"])
         .inc();
     tasks.push(identity::spawn_renewal(
-        state.clone(),
+        live.clone(),
         svid.clone(),
         config.svid_ttl,
         metrics.clone(),
+        ReplicaRecord {
+            store: store.clone(),
+            node: node.clone(),
+            lease: lease.id,
+        },
     ));
-    let (view, view_tasks) = view::spawn(&store, &config.trust_domain, state.bundle());
+    let (view, view_tasks) = view::spawn(&store, &config.trust_domain, initial_bundle);
     tasks.extend(view_tasks);
     federate_tx.send_replace(Some(Federate {
         store: store.clone(),
@@ -144,7 +168,7 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
     let api = Api {
         issuer: Issuer {
             store: store.clone(),
-            ca: state.clone(),
+            ca: live.clone(),
             svid_ttl: config.svid_ttl,
             metrics: metrics.clone(),
         },
@@ -171,16 +195,24 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
     }));
 
     let admin_listener = bind_private_socket(&config.admin_socket)?;
+    let verifier = Verifier {
+        store: store.clone(),
+        trust_domain: config.trust_domain.clone(),
+        svid: svid.clone(),
+        view: view.clone(),
+    };
     let admin = Admin {
         store: store.clone(),
-        ca: state.clone(),
+        ca: live.clone(),
         metrics: metrics.clone(),
         join_token_ttl: config.join_token_ttl,
-        verifier: Verifier {
+        verifier: verifier.clone(),
+        rotations: Rotations {
             store: store.clone(),
-            trust_domain: config.trust_domain.clone(),
-            svid: svid.clone(),
-            view: view.clone(),
+            ca: live.clone(),
+            source: config.ca.clone(),
+            verifier,
+            metrics: metrics.clone(),
         },
     };
     let mut stop = shutdown.subscribe();
@@ -246,7 +278,8 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
         admin_socket: config.admin_socket.clone(),
         metrics: metrics_addr,
         federation: federation_addr,
-        pin: state.pin.clone(),
+        pin: live.current().pin.clone(),
+        ca: live,
         metrics_handle: metrics,
         store,
         shutdown,

@@ -188,7 +188,7 @@ impl ConfigStream {
                         .collect(),
                     svid_serial: joined.svid.svid().info().serial.clone(),
                     svid_issuer: String::new(),
-                    svid_root: String::new(),
+                    svid_root: svid_root(joined, bundles),
                     svid_expires_unix: joined.response.expires_unix,
                 })),
             })
@@ -207,6 +207,22 @@ impl ConfigStream {
             })
             .await;
     }
+}
+
+/// SHA-256 (hex) of the root of the own bundle among `bundles` that
+/// `joined`'s SVID chains to, as a gateway reports it.
+pub fn svid_root(joined: &Joined, bundles: &[pb::Bundle]) -> String {
+    let svid = joined.svid.svid();
+    let td = svid.spiffe_id().trust_domain();
+    bundles
+        .iter()
+        .find(|b| b.trust_domain == td.as_str())
+        .and_then(|b| TrustBundle::from_json(td.clone(), b.document.as_bytes()).ok())
+        .and_then(|b| {
+            causeway_trust::verify::issuing_root(svid.chain(), &b)
+                .map(|r| causeway_trust::hash::sha256_hex(r))
+        })
+        .unwrap_or_default()
 }
 
 /// The text of `GET /metrics` at `addr` (a controller's metrics listener).

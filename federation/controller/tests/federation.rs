@@ -6,124 +6,18 @@
 //! announcement (long before the next poll), and the federation API lets
 //! in only the peer's controller.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use causeway_controller::client;
 use causeway_controller::testing::{self, ConfigStream};
-use causeway_controller::{RefreshPolicy, Running, StartOptions, StoreConfig, client};
 use causeway_proto::controller::v1 as pb;
 use causeway_proto::federation::v1 as fpb;
 use causeway_trust::{Authority, BundleSet, SpiffeId, TrustBundle, TrustDomain};
 use tempfile::TempDir;
 
-const EAST: &str = "east.acme.example";
-const WEST: &str = "west.globex.example";
+mod common;
 
-async fn start(dir: &Path, td: &str) -> Running {
-    causeway_trust::tls::install_default_provider();
-    let options = StartOptions {
-        // Polls far apart: whatever arrives sooner came by announcement.
-        refresh: RefreshPolicy {
-            default_interval: Duration::from_secs(600),
-            min_interval: Duration::from_secs(600),
-            ..RefreshPolicy::default()
-        },
-        ..StartOptions::default()
-    };
-    let config = testing::config(dir, td, StoreConfig::Embedded, Duration::from_secs(3600));
-    causeway_controller::start(config, options)
-        .await
-        .expect("controller starts")
-}
-
-async fn export(c: &Running) -> String {
-    let mut admin = client::admin(&c.admin_socket).await.unwrap();
-    admin
-        .export_bundle(pb::ExportBundleRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .document
-}
-
-/// A Service `local` and a peering with `peer`, whose endpoint is `peer_c`'s
-/// public port, exporting `local` to it.
-async fn peer_with(dir: &Path, c: &Running, me: &str, peer: &str, peer_c: &Running) {
-    let bundle_file = dir.join(format!("{peer}.bundle.json"));
-    std::fs::write(&bundle_file, export(peer_c).await).unwrap();
-    let name = peer.split('.').next().unwrap();
-    let text = format!(
-        "apiVersion: causeway.dev/v1alpha1\nkind: Service\nname: local\nspec:\n  ports:\n    \
-         - port: 8080\n      protocol: http\n  endpoints: [127.0.0.1:9]\n---\n\
-         apiVersion: causeway.dev/v1alpha1\nkind: Peering\nname: {name}\nspec:\n  \
-         trustDomain: {peer}\n  bundleEndpoint:\n    url: https://{addr}/\n    \
-         spiffeId: spiffe://{peer}/causeway/controller\n  firstBundle:\n    file: {file}\n  \
-         gateways:\n    - address: 127.0.0.1:15443\n      id: spiffe://{peer}/causeway/gateway/gw-1\n  \
-         exports:\n    - service: local\n      ports: [8080]\n",
-        addr = peer_c.federation.unwrap(),
-        file = bundle_file.file_name().unwrap().to_str().unwrap(),
-    );
-    let path = dir.join(format!("peering-{name}.yaml"));
-    std::fs::write(&path, text).unwrap();
-    let entries = causeway_resources::load_file(&path).unwrap();
-    let content = entries
-        .iter()
-        .map(|e| e.resource.to_yaml().unwrap())
-        .collect::<Vec<_>>()
-        .join("---\n");
-    let mut admin = client::admin(&c.admin_socket).await.unwrap();
-    let r = admin
-        .apply(pb::ApplyRequest {
-            files: vec![pb::ResourceFile {
-                name: format!("{me}: {}", path.display()),
-                content,
-            }],
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.applied, "{r:?}");
-}
-
-async fn show(c: &Running, name: &str) -> pb::PeerSummary {
-    let mut admin = client::admin(&c.admin_socket).await.unwrap();
-    admin
-        .show_peer(pb::ShowPeerRequest { name: name.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .summary
-        .unwrap()
-}
-
-async fn verify(c: &Running) -> pb::VerifyBundlesResponse {
-    let mut admin = client::admin(&c.admin_socket).await.unwrap();
-    admin
-        .verify_bundles(pb::VerifyBundlesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn kinds(r: &pb::VerifyBundlesResponse) -> Vec<(&str, &str)> {
-    r.parties
-        .iter()
-        .map(|p| (p.kind.as_str(), p.name.as_str()))
-        .collect()
-}
-
-/// Polls `f` every 100 ms until it holds or `within` passes.
-async fn eventually<F: AsyncFn() -> bool>(within: Duration, f: F) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_exchange_bundles_and_exports_and_follow_a_new_bundle_at_once() {
@@ -206,8 +100,10 @@ async fn peers_exchange_bundles_and_exports_and_follow_a_new_bundle_at_once() {
         Authority::new_root(&TrustDomain::new(EAST).unwrap(), Duration::from_secs(3600)).unwrap();
     let mut both = old.clone().with_sequence(2);
     both.add_x509_authority(extra.cert().clone());
-    let published = serde_json::json!({"sequence": 2, "document": both.to_json()});
-    let put = causeway_store::Txn::new().put("bundle/own", serde_json::to_vec(&published).unwrap());
+    // The second root goes where a rotation keeps it; the leader publishes
+    // the bundle the stored roots call for.
+    let standby = serde_json::json!({"cert_pem": extra.cert_pem(), "key_pem": extra.key_pem()});
+    let put = causeway_store::Txn::new().put("ca/standby", serde_json::to_vec(&standby).unwrap());
     assert!(east.store().txn(put).await.unwrap().applied);
 
     let started = Instant::now();

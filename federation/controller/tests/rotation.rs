@@ -1,0 +1,337 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+//! Root rotation in process: two controllers peered both ways, each with a
+//! gateway that follows its config stream the way a real one does (ACK,
+//! report what it holds, renew when the snapshot names another issuing
+//! root). East rotates; the state machine must refuse while a party is
+//! behind, pause (never go on) when a wait times out, resume, abort back to
+//! the old root, and complete, each time with west and the gateways
+//! holding what they must.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use causeway_controller::Running;
+use causeway_controller::client;
+use causeway_controller::testing::{self, ConfigStream, Joined};
+use causeway_proto::controller::v1 as pb;
+use causeway_trust::{TrustBundle, TrustDomain};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+mod common;
+
+use common::*;
+
+/// A gateway as the controller sees one: it ACKs every version, reports
+/// holding its bundles, and renews when the snapshot's `svid_root` is not
+/// the root its SVID chains to. While `frozen`, it takes nothing in.
+struct Gateway {
+    frozen: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn gateway(c: &Running, td: &str, name: &str) -> Gateway {
+    let token = {
+        let mut admin = client::admin(&c.admin_socket).await.unwrap();
+        admin
+            .create_token(pb::CreateTokenRequest {
+                gateway: name.into(),
+                ttl_seconds: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    };
+    let joined = testing::join(c.api, &token, name, td).await.unwrap();
+    let stream = ConfigStream::open(c.api, &joined, name).await.unwrap();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(follow(c.api, td.to_owned(), joined, stream, frozen.clone()));
+    Gateway { frozen, task }
+}
+
+async fn follow(
+    api: SocketAddr,
+    td: String,
+    mut joined: Joined,
+    mut stream: ConfigStream,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut last: Option<pb::ConfigSnapshot> = None;
+    let mut pending: Option<pb::ConfigSnapshot> = None;
+    loop {
+        let snap = tokio::select! {
+            s = stream.next() => s.ok(),
+            () = tokio::time::sleep(Duration::from_millis(200)) => None,
+        };
+        if snap.is_some() {
+            pending = snap;
+        }
+        if frozen.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Some(s) = pending.take() {
+            stream.ack(s.version, "").await;
+            last = Some(s);
+        }
+        let Some(s) = &last else { continue };
+        if !s.svid_root.is_empty() && testing::svid_root(&joined, &s.bundles) != s.svid_root {
+            // The controller's certificate chains to the root it issues
+            // from: trust what the snapshot holds for our own domain.
+            if let Some(own) = s.bundles.iter().find(|b| b.trust_domain == td) {
+                joined.own_bundle =
+                    TrustBundle::from_json(TrustDomain::new(&td).unwrap(), own.document.as_bytes())
+                        .unwrap();
+            }
+            if let Ok(renewed) = testing::renew(api, &joined).await {
+                joined = renewed;
+            }
+        }
+        stream.report_holdings(&joined, &s.bundles).await;
+    }
+}
+
+async fn admin(c: &Running) -> pb::admin_api_client::AdminApiClient<tonic::transport::Channel> {
+    client::admin(&c.admin_socket).await.unwrap()
+}
+
+async fn start_rotation(
+    c: &Running,
+    timeout_secs: u64,
+) -> Result<pb::RotationResponse, tonic::Status> {
+    admin(c)
+        .await
+        .start_rotation(pb::StartRotationRequest {
+            started_by: "test@rotation".into(),
+            step_timeout_secs: timeout_secs,
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn status(c: &Running) -> pb::RotationResponse {
+    admin(c)
+        .await
+        .rotation_status(pb::RotationStatusRequest { history: 10 })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The published bundle: sequence and roots (as pins).
+async fn published(c: &Running) -> (u64, Vec<String>) {
+    let doc = admin(c)
+        .await
+        .export_bundle(pb::ExportBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .document;
+    let b = TrustBundle::from_json(TrustDomain::new(EAST).unwrap(), doc.as_bytes()).unwrap();
+    let pins = b
+        .x509_authorities()
+        .iter()
+        .map(|r| causeway_trust::hash::sha256_hex(r))
+        .collect();
+    (b.sequence().unwrap_or(0), pins)
+}
+
+async fn finished(c: &Running, within: Duration) -> pb::Rotation {
+    assert!(
+        eventually(within, async || status(c).await.current.is_none()).await,
+        "the rotation did not finish: {:?}",
+        status(c).await.current
+    );
+    status(c).await.history.into_iter().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_refuses_pauses_resumes_aborts_and_completes() {
+    let east_dir = TempDir::new().unwrap();
+    let west_dir = TempDir::new().unwrap();
+    let east = start(east_dir.path(), EAST).await;
+    let west = start(west_dir.path(), WEST).await;
+    peer_with(east_dir.path(), &east, EAST, WEST, &west).await;
+    peer_with(west_dir.path(), &west, WEST, EAST, &east).await;
+    let east_gw = gateway(&east, EAST, "east-1").await;
+    let west_gw = gateway(&west, WEST, "west-1").await;
+    assert!(
+        eventually(Duration::from_secs(15), async || verify(&east)
+            .await
+            .in_sync
+            && verify(&west).await.in_sync)
+        .await,
+        "{:?}",
+        verify(&east).await
+    );
+    let (seq0, roots0) = published(&east).await;
+    assert_eq!(roots0.len(), 1);
+    let old_root = roots0[0].clone();
+
+    // 1. A party behind: the start is refused with the report, nothing
+    //    changes, and the refusal is in the history.
+    // West's gateway goes away: nobody can vouch for what it holds.
+    drop(west_gw);
+    assert!(
+        eventually(Duration::from_secs(15), async || !verify(&east)
+            .await
+            .in_sync)
+        .await,
+        "west's gateway gone must show at east"
+    );
+    let refused = start_rotation(&east, 60).await.unwrap();
+    let report = refused.refused.expect("refused with the report");
+    assert!(!report.in_sync);
+    assert!(
+        report
+            .parties
+            .iter()
+            .any(|p| !p.in_sync && p.kind == "peer_gateway" && p.name == "west-1"),
+        "{report:?}"
+    );
+    assert_eq!(published(&east).await, (seq0, roots0.clone()));
+    assert!(status(&east).await.current.is_none());
+    assert_eq!(status(&east).await.history[0].outcome, "refused");
+
+    // West's gateway comes back (joins again under its name).
+    let west_gw = gateway(&west, WEST, "west-1").await;
+    assert!(
+        eventually(Duration::from_secs(15), async || verify(&east)
+            .await
+            .in_sync)
+        .await,
+        "{:?}",
+        verify(&east).await
+    );
+
+    // 2. A wait that times out pauses, naming who is behind, and never
+    //    goes on; resume goes on once the party is back.
+    west_gw.frozen.store(true, Ordering::Relaxed);
+    let started = start_rotation(&east, 2).await.unwrap();
+    let current = started.current.expect("started");
+    assert_eq!(current.step, "publish_both");
+    let new_root = current.to_root.clone();
+    assert!(
+        eventually(Duration::from_secs(15), async || status(&east)
+            .await
+            .current
+            .is_some_and(|r| !r.paused.is_empty()))
+        .await,
+        "{:?}",
+        status(&east).await
+    );
+    let paused = status(&east).await.current.unwrap();
+    assert_eq!(paused.step, "await_both");
+    assert!(paused.paused.contains("west-1"), "{}", paused.paused);
+    // Both roots are published, the old one still issues.
+    let (seq1, roots1) = published(&east).await;
+    assert_eq!(seq1, seq0 + 1);
+    assert!(roots1.contains(&old_root) && roots1.contains(&new_root));
+    assert_eq!(east.ca.current().pin, old_root);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(status(&east).await.current.unwrap().step, "await_both");
+
+    // 3. Abort while paused: back to the old root only.
+    west_gw.frozen.store(false, Ordering::Relaxed);
+    let aborted = admin(&east)
+        .await
+        .abort_rotation(pb::AbortRotationRequest {
+            aborted_by: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .current
+        .unwrap();
+    assert_eq!(aborted.target, "old");
+    let done = finished(&east, Duration::from_secs(30)).await;
+    assert_eq!(done.outcome, "aborted");
+    let (seq2, roots2) = published(&east).await;
+    assert_eq!((seq2, roots2), (seq0 + 2, vec![old_root.clone()]));
+    assert_eq!(east.ca.current().pin, old_root);
+    assert!(
+        eventually(Duration::from_secs(15), async || verify(&east)
+            .await
+            .in_sync)
+        .await,
+        "{:?}",
+        verify(&east).await
+    );
+
+    // 4. A full rotation: paused while west's gateway lags, resumed once
+    //    it is back; completes, every step recorded with its time.
+    west_gw.frozen.store(true, Ordering::Relaxed);
+    let started = start_rotation(&east, 2).await.unwrap();
+    let new_root = started.current.unwrap().to_root;
+    assert!(
+        eventually(Duration::from_secs(15), async || status(&east)
+            .await
+            .current
+            .is_some_and(|r| !r.paused.is_empty()))
+        .await
+    );
+    west_gw.frozen.store(false, Ordering::Relaxed);
+    let resumed = admin(&east)
+        .await
+        .resume_rotation(pb::ResumeRotationRequest {
+            resumed_by: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .current
+        .unwrap();
+    assert!(resumed.paused.is_empty());
+    let done = finished(&east, Duration::from_secs(60)).await;
+    assert_eq!(done.outcome, "completed", "{done:?}");
+    let steps: Vec<&str> = done.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(
+        steps,
+        [
+            "verify",
+            "publish_both",
+            "await_both",
+            "await_both",
+            "issue",
+            "await_svids",
+            "publish_final",
+            "await_final"
+        ]
+    );
+    assert!(
+        done.steps
+            .iter()
+            .all(|s| s.finished_unix_ms >= s.started_unix_ms)
+    );
+    assert_eq!(done.started_by, "test@rotation");
+    let (seq3, roots3) = published(&east).await;
+    assert_eq!((seq3, &roots3), (seq2 + 2, &vec![new_root.clone()]));
+    assert_eq!(done.sequence_after, seq3);
+    assert_eq!(east.ca.current().pin, new_root);
+    // Everyone holds the new-only bundle, the gateway's SVID chains to the
+    // new root, and west's controller still talks to east (its SVID was
+    // reissued from the new root).
+    assert!(
+        eventually(Duration::from_secs(15), async || verify(&east)
+            .await
+            .in_sync
+            && verify(&west).await.in_sync)
+        .await,
+        "{:?} / {:?}",
+        verify(&east).await,
+        verify(&west).await
+    );
+    drop(east_gw);
+    drop(west_gw);
+    east.shutdown().await;
+    west.shutdown().await;
+}
