@@ -28,6 +28,20 @@ use crate::verify::Verifier;
 /// How many of the parties behind a pause reason names.
 const NAMED_IN_REASON: usize = 8;
 
+/// The environment variable chaos runs set to crash the leader as it
+/// begins a step (`CAUSEWAY_CHAOS_CRASH_AT_STEP=issue`), so that a crash at
+/// every step can be shown to resume to completion.
+pub(crate) const CRASH_AT_STEP: &str = "CAUSEWAY_CHAOS_CRASH_AT_STEP";
+
+/// Aborts the process, as a crash would, when the environment asks for a
+/// crash at `step`.
+fn crash_point(step: &str) {
+    if std::env::var(CRASH_AT_STEP).is_ok_and(|s| s == step) {
+        tracing::error!(step, "{CRASH_AT_STEP}: crashing as asked");
+        std::process::abort();
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Driver {
     pub(crate) store: Arc<dyn Store>,
@@ -109,6 +123,7 @@ impl Driver {
     }
 
     async fn step(&self, mut h: Held, fence: &Compare) -> Result<()> {
+        crash_point(&h.r.step);
         match h.r.step.clone().as_str() {
             PUBLISH_BOTH => {
                 if self.store.get(keys::STANDBY).await?.kv.is_none() {
