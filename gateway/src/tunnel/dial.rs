@@ -1,6 +1,14 @@
 //! Dialling peer gateways: one QUIC connection per peer, reused by every
 //! stream; on loss, reconnect, trying the peer's gateway addresses in turn;
 //! after a failed round, back off before trying again.
+//!
+//! A connection is no better than the certificates it was authenticated
+//! with (ours and the peer's): it takes no new stream once either has
+//! expired, so an SVID that was not renewed is refused by the next
+//! handshake instead of living on in a connection. A little before that
+//! expiry a new handshake is made, which presents the SVIDs renewed
+//! meanwhile; if it brings nothing later, the connection is used up to
+//! the expiry itself.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,10 +57,73 @@ impl DialError {
 #[derive(Debug, Default)]
 struct SlotState {
     conn: Option<quinn::Connection>,
+    /// When `conn` stops taking new streams (Unix ms).
+    use_until_ms: i64,
+    /// When the certificates `conn` was authenticated with expire: the
+    /// first millisecond a verifier refuses the earlier of the two.
+    expires_ms: i64,
     /// Index of the gateway address to try first next time.
     next: usize,
     failures: u32,
     not_before: Option<Instant>,
+}
+
+impl SlotState {
+    /// Records the expiry of a new connection's certificates. It takes
+    /// streams until a little before it when it is later than the last
+    /// connection's (a new handshake then may bring later ones still), up
+    /// to the expiry itself when not (a new handshake would bring the same).
+    fn set_expiry(&mut self, expires_ms: i64, now_ms: i64) {
+        let margin = if expires_ms > self.expires_ms {
+            ((expires_ms - now_ms) / 10).max(REFRESH_MARGIN_MIN_MS)
+        } else {
+            0
+        };
+        self.use_until_ms = expires_ms - margin;
+        self.expires_ms = expires_ms;
+    }
+
+    /// Goes on with `conn` until its certificates expire.
+    fn keep_to_expiry(&mut self, conn: quinn::Connection) -> quinn::Connection {
+        self.use_until_ms = self.expires_ms;
+        self.conn = Some(conn.clone());
+        conn
+    }
+}
+
+/// The shortest time before its certificates expire at which a connection
+/// is replaced by a new handshake (a tenth of what they have left when it
+/// is made, when that is longer).
+const REFRESH_MARGIN_MIN_MS: i64 = 1000;
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// When the certificates a connection was authenticated with expire (Unix
+/// ms): the earlier of our SVID's `own_not_after` and the peer's leaf's,
+/// plus the second a verifier still accepts (`now > not_after` refuses).
+pub(crate) fn credentials_expiry_ms(conn: &quinn::Connection, own_not_after: i64) -> i64 {
+    let peer = peer_not_after(conn).unwrap_or(own_not_after);
+    own_not_after
+        .min(peer)
+        .saturating_add(1)
+        .saturating_mul(1000)
+}
+
+/// The `not_after` of the peer's leaf certificate, as verified.
+pub(crate) fn peer_not_after(conn: &quinn::Connection) -> Option<i64> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let leaf = certs.first()?;
+    causeway_trust::svid::check_leaf(leaf)
+        .ok()
+        .map(|i| i.not_after)
 }
 
 /// One peer's dialling state: its gateways, a client config that accepts
@@ -198,20 +269,39 @@ impl PeerDialer {
         handshake_timeout: Duration,
     ) -> Result<quinn::Connection, DialError> {
         let mut st = slot.state.lock().await;
-        if let Some(c) = &st.conn
+        // A connection whose credentials are about to expire, kept in case
+        // a new one cannot be made.
+        let mut expiring = None;
+        if let Some(c) = st.conn.take()
             && c.close_reason().is_none()
         {
-            return Ok(c.clone());
+            let now = unix_ms();
+            if now < st.use_until_ms {
+                st.conn = Some(c.clone());
+                return Ok(c);
+            }
+            if now < st.expires_ms {
+                expiring = Some(c);
+            } else {
+                info!(
+                    peer = name,
+                    "the certificates of the connection to the peer expired; connecting anew"
+                );
+            }
         }
         if let Some(t) = st.not_before {
             let now = Instant::now();
             if now < t {
+                if let Some(c) = expiring {
+                    return Ok(st.keep_to_expiry(c));
+                }
                 return Err(DialError::BackingOff {
                     peer: name.to_owned(),
                     wait: t - now,
                 });
             }
         }
+        let own_not_after = self.svid.svid().info().not_after;
         let n = slot.peer.gateways.len();
         let mut last = String::from("no gateways");
         for i in 0..n {
@@ -220,6 +310,8 @@ impl PeerDialer {
             match self.connect_one(slot, gw.addr, handshake_timeout).await {
                 Ok(conn) => {
                     info!(peer = name, gateway = %gw.id, addr = %gw.addr, "connected to peer gateway");
+                    let own = own_not_after.min(self.svid.svid().info().not_after);
+                    st.set_expiry(credentials_expiry_ms(&conn, own), unix_ms());
                     st.conn = Some(conn.clone());
                     st.next = idx;
                     st.failures = 0;
@@ -238,6 +330,13 @@ impl PeerDialer {
             .min(BACKOFF_MAX);
         st.not_before = Some(Instant::now() + backoff);
         st.next = (st.next + 1) % n.max(1);
+        if let Some(c) = expiring {
+            warn!(
+                peer = name,
+                "keeping the connection to the peer until its certificates expire: {last}"
+            );
+            return Ok(st.keep_to_expiry(c));
+        }
         Err(DialError::Unreachable {
             peer: name.to_owned(),
             last,
@@ -259,5 +358,24 @@ impl PeerDialer {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no handshake within {timeout:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotState;
+
+    #[test]
+    fn a_connection_is_replaced_before_its_certificates_expire_unless_that_brought_nothing() {
+        let mut st = SlotState::default();
+        // Certificates with 20 s left: replaced 2 s (a tenth) before.
+        st.set_expiry(120_000, 100_000);
+        assert_eq!((st.use_until_ms, st.expires_ms), (118_000, 120_000));
+        // The new handshake brought the same certificates: used to the end.
+        st.set_expiry(120_000, 118_000);
+        assert_eq!(st.use_until_ms, 120_000);
+        // Renewed ones: replaced early again, at least a second before.
+        st.set_expiry(125_000, 120_000);
+        assert_eq!(st.use_until_ms, 124_000);
     }
 }

@@ -28,6 +28,9 @@ pub mod codes {
     pub const OVERLOADED: VarInt = VarInt::from_u32(0x13);
     /// The gateway is shutting down.
     pub const DRAINING: VarInt = VarInt::from_u32(0x20);
+    /// The peer's certificate expired: the connection it authenticated
+    /// ends; a new one needs a valid certificate.
+    pub const EXPIRED: VarInt = VarInt::from_u32(0x21);
 }
 
 /// Why a tunnel endpoint could not be configured.

@@ -24,6 +24,7 @@ use crate::http::forward::CallError;
 use crate::http::tunnel as http_tunnel;
 use crate::live::Live;
 use crate::metrics::{Direction, Metrics};
+use crate::tunnel::dial::credentials_expiry_ms;
 use crate::tunnel::header::{HeaderError, Protocol, StreamHeader};
 use crate::tunnel::inbound::{self, Refusal};
 use crate::tunnel::quic::{TunnelError, codes, quic_server_config};
@@ -111,6 +112,19 @@ impl StreamError {
     }
 }
 
+/// Sleeps until the Unix time `ms` (for ever when it is out of reach).
+async fn sleep_until_unix_ms(ms: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    match u64::try_from(ms.saturating_sub(now)) {
+        Ok(wait) if ms < i64::MAX / 2 => tokio::time::sleep(Duration::from_millis(wait)).await,
+        Ok(_) => std::future::pending().await,
+        Err(_) => {}
+    }
+}
+
 fn fail(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: quinn::VarInt) {
     let _ = send.reset(code);
     let _ = recv.stop(code);
@@ -146,7 +160,20 @@ impl Inbound {
                         .ok()
                 });
                 match causeway_trust::verify::peer_id(certs.as_deref().map(|v| v.as_slice())) {
-                    Some(peer) => this.serve_connection(conn, peer).await,
+                    // The connection ends when the certificate that
+                    // authenticated the peer expires: an SVID that was not
+                    // renewed must meet the next handshake's refusal.
+                    Some(peer) => {
+                        let expires = credentials_expiry_ms(&conn, i64::MAX);
+                        let closing = conn.clone();
+                        tokio::select! {
+                            () = this.serve_connection(conn, peer.clone()) => {}
+                            () = sleep_until_unix_ms(expires) => {
+                                info!(peer = %peer, "the peer gateway's certificate expired; closing its connection");
+                                closing.close(codes::EXPIRED, b"peer certificate expired");
+                            }
+                        }
+                    }
                     None => conn.close(codes::REFUSED, b"no verified peer identity"),
                 }
             });
