@@ -256,6 +256,7 @@ impl Credentials {
             this.metrics
                 .set_bundle_sequence(b.trust_domain().as_str(), b.sequence());
         }
+        this.metrics.watch_bundles(this.bundles.clone());
         log_expiry(&current, unix_now());
         this.check_own_chain();
         Arc::new(this)
