@@ -365,6 +365,7 @@ pub(crate) fn table(r: &Report) -> String {
 
 pub(crate) fn json(r: &Report) -> serde_json::Value {
     serde_json::json!({
+        "benchmark": "rotation",
         "peers": r.params.peers,
         "gateways": r.params.gateways,
         "rounds": r.rounds.iter().map(|x| serde_json::json!({
