@@ -146,3 +146,56 @@ fn bench_config_stream_json_has_the_counts_and_every_round() {
         "{run:?}"
     );
 }
+
+/// `causeway bench rotation` stays runnable: one peer controller, three
+/// gateways of the rotating domain, two rotations one after the other,
+/// each completed with every step recorded and the bundle's sequence two
+/// further on (both roots, then the new one). No timing is asserted.
+#[test]
+fn bench_rotation_completes_every_rotation_with_every_step() {
+    let run = support::causeway(&[
+        "bench",
+        "rotation",
+        "--peers",
+        "1",
+        "--gateways",
+        "3",
+        "--rounds",
+        "2",
+        "--json",
+    ])
+    .success();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["benchmark"], "rotation", "{run:?}");
+    let rounds = doc["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{run:?}");
+    for r in rounds {
+        // 3 local gateways, the peer's controller and its gateway.
+        assert_eq!(r["parties"], 5, "{r}");
+        let steps: Vec<&str> = r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "verify",
+                "publish_both",
+                "await_both",
+                "issue",
+                "await_svids",
+                "publish_final",
+                "await_final"
+            ],
+            "{r}"
+        );
+        assert_eq!(
+            r["sequence_after"].as_u64().unwrap(),
+            r["sequence_before"].as_u64().unwrap() + 2,
+            "{r}"
+        );
+    }
+    assert_eq!(rounds[1]["sequence_before"], rounds[0]["sequence_after"]);
+}

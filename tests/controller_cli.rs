@@ -177,3 +177,97 @@ fn commands_without_a_controller_say_so() {
         .failure()
         .stderr_has(&["cannot reach the controller at /nonexistent/admin.sock"]);
 }
+
+/// `causeway rotate` against a real controller process with nothing to
+/// wait for (no gateway, no peer): start follows the rotation to its end
+/// and exits 0; status shows it in the history with every step; the bundle
+/// holds the new root alone, two sequences on; abort and resume with
+/// nothing under way say so and exit 1; a second controller's root from
+/// files is taken as the new root, and a root of another shape refused.
+#[test]
+fn rotate_start_wait_status_and_refusals() {
+    let dir = tmp();
+    let config = write_config(dir.path());
+    let c = Controller::start(&config, dir.path().join("controller.log"));
+    let sock = c.socket();
+    let before = causeway(&["bundle", "export", "--controller", &sock]).success();
+
+    let run = causeway(&["rotate", "start", "--wait", "--controller", &sock]).success();
+    assert!(run.stdout.contains("rotation "), "{run:?}");
+    assert!(run.stdout.contains("completed"), "{run:?}");
+
+    let status = causeway(&["rotate", "status", "--json", "--controller", &sock]).success();
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert!(doc["current"].is_null(), "{status:?}");
+    let done = &doc["history"][0];
+    assert_eq!(done["outcome"], "completed", "{status:?}");
+    assert_eq!(done["steps"].as_array().unwrap().len(), 7, "{status:?}");
+    assert_eq!(
+        done["sequence_after"].as_u64().unwrap(),
+        done["sequence_before"].as_u64().unwrap() + 2
+    );
+    let after = causeway(&["bundle", "export", "--controller", &sock]).success();
+    let roots = |doc: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(doc).unwrap();
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["x5c"][0].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(roots(&after.stdout).len(), 1);
+    assert_ne!(roots(&after.stdout), roots(&before.stdout));
+
+    causeway(&["rotate", "abort", "--controller", &sock])
+        .failure()
+        .stderr_has(&["no rotation is under way"]);
+    causeway(&["rotate", "resume", "--controller", &sock])
+        .failure()
+        .stderr_has(&["no rotation is under way"]);
+
+    // A new root from files (an upstream CA's): taken as it is.
+    let ca_dir = dir.path().join("upstream");
+    causeway(&[
+        "ca",
+        "init",
+        "--trust-domain",
+        "east.acme.example",
+        "--dir",
+        s(&ca_dir),
+    ])
+    .success();
+    let cert = ca_dir.join("root.pem");
+    let key = ca_dir.join("root.key");
+    let run = causeway(&[
+        "rotate",
+        "start",
+        "--root-cert",
+        s(&cert),
+        "--root-key",
+        s(&key),
+        "--wait",
+        "--controller",
+        &sock,
+    ])
+    .success();
+    assert!(run.stdout.contains("completed"), "{run:?}");
+    let exported = causeway(&["bundle", "export", "--controller", &sock]).success();
+    let pem = fs::read_to_string(&cert).unwrap();
+    let b64: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    assert_eq!(roots(&exported.stdout), [b64]);
+    // A certificate without its key is refused before anything starts.
+    causeway(&[
+        "rotate",
+        "start",
+        "--root-cert",
+        s(&cert),
+        "--controller",
+        &sock,
+    ])
+    .failure();
+}

@@ -5,10 +5,12 @@
 //! configured service names and trust domains), never from raw input, so a
 //! peer cannot grow the label space.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use causeway_trust::PeerRole;
+use causeway_trust::{PeerRole, SharedBundles};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -54,6 +56,10 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// Seconds until this gateway's SVID expires (negative once expired).
     pub svid_expiry_seconds: IntGauge,
+    /// Seconds until the soonest-expiring root of each bundle held expires
+    /// (negative once expired), per trust domain; taken at each scrape
+    /// from the bundles in use, so a trust domain no longer held has none.
+    pub root_expiry_seconds: IntGaugeVec,
     /// The sequence of the bundle held per trust domain (0 when the bundle
     /// carries none, as PEM bundles do).
     pub bundle_sequence: IntGaugeVec,
@@ -61,6 +67,15 @@ pub struct Metrics {
     /// (`ok` or a refusal reason from [`crate::reload::ReloadError::reason`]).
     pub credential_reloads: IntCounterVec,
     svid_not_after: AtomicI64,
+    roots: Mutex<Roots>,
+}
+
+/// What the root expiry gauge is read from, and the trust domains it
+/// shows now.
+#[derive(Debug, Default)]
+struct Roots {
+    bundles: Option<SharedBundles>,
+    shown: BTreeSet<String>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -145,6 +160,14 @@ impl Metrics {
             "Seconds until this gateway's SVID expires",
         ));
         must(registry.register(Box::new(svid_expiry_seconds.clone())));
+        let root_expiry_seconds = must(IntGaugeVec::new(
+            Opts::new(
+                "causeway_gateway_root_expiry_seconds",
+                "Seconds until the soonest-expiring root of the bundle held expires, per trust domain",
+            ),
+            &["trust_domain"],
+        ));
+        must(registry.register(Box::new(root_expiry_seconds.clone())));
         Self {
             registry,
             requests,
@@ -154,9 +177,11 @@ impl Metrics {
             bytes,
             duration,
             svid_expiry_seconds,
+            root_expiry_seconds,
             bundle_sequence,
             credential_reloads,
             svid_not_after: AtomicI64::new(0),
+            roots: Mutex::new(Roots::default()),
         }
     }
 
@@ -207,6 +232,39 @@ impl Metrics {
         self.svid_not_after.store(secs, Ordering::Relaxed);
     }
 
+    /// The bundles in use, read at every scrape for the root expiry gauge.
+    pub fn watch_bundles(&self, bundles: SharedBundles) {
+        self.roots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bundles = Some(bundles);
+    }
+
+    /// Sets the root expiry gauge from the bundles in use at `now` (Unix
+    /// seconds): one series per trust domain held, none for the others.
+    fn update_root_expiry(&self, now: i64) {
+        let mut roots = self.roots.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(bundles) = roots.bundles.as_ref() else {
+            return;
+        };
+        let mut shown = BTreeSet::new();
+        for b in bundles.load().bundles() {
+            if let Some(not_after) = b.earliest_expiry() {
+                let td = b.trust_domain().to_string();
+                self.root_expiry_seconds
+                    .with_label_values(&[td.as_str()])
+                    .set(not_after.saturating_sub(now));
+                shown.insert(td);
+            }
+        }
+        for gone in roots.shown.difference(&shown) {
+            let _ = self
+                .root_expiry_seconds
+                .remove_label_values(&[gone.as_str()]);
+        }
+        roots.shown = shown;
+    }
+
     /// Records the sequence of the bundle held for a trust domain (0 when
     /// the bundle has none).
     pub fn set_bundle_sequence(&self, trust_domain: &str, sequence: Option<u64>) {
@@ -240,8 +298,8 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition of every metric, with the SVID countdown taken
-    /// now.
+    /// The text exposition of every metric, with the SVID and root
+    /// countdowns taken now.
     pub fn render(&self) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -249,6 +307,7 @@ impl Metrics {
             .unwrap_or(0);
         self.svid_expiry_seconds
             .set(self.svid_not_after.load(Ordering::Relaxed) - now);
+        self.update_root_expiry(now);
         let mut out = Vec::new();
         // Encoding into a Vec only fails on a malformed family, which the
         // definitions above rule out; an empty answer is the fallback.
@@ -264,5 +323,54 @@ pub struct StreamGuard(IntGauge);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use causeway_trust::BundleSet;
+    use causeway_trust::ca::DEFAULT_ROOT_TTL;
+    use causeway_trust::testing::TestDomain;
+
+    use super::*;
+
+    fn root_expiry(text: &str, td: &str) -> Option<i64> {
+        let prefix = format!("causeway_gateway_root_expiry_seconds{{trust_domain=\"{td}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.parse().unwrap())
+    }
+
+    #[test]
+    fn root_expiry_follows_the_bundles_held() {
+        let m = Metrics::default();
+        assert_eq!(root_expiry(&m.render(), "east.example"), None);
+        let east = TestDomain::new("east.example");
+        let west = TestDomain::new("west.example");
+        let held =
+            SharedBundles::new(BundleSet::from_bundles([east.bundle(), west.bundle()]).unwrap());
+        m.watch_bundles(held.clone());
+        let text = m.render();
+        let ttl = i64::try_from(DEFAULT_ROOT_TTL.as_secs()).unwrap();
+        for td in ["east.example", "west.example"] {
+            let left = root_expiry(&text, td).unwrap();
+            assert!(left > ttl - 600 && left <= ttl, "{td}: {left}");
+        }
+        // The soonest-expiring root of a bundle counts.
+        let soon = causeway_trust::Authority::new_root(
+            &east.trust_domain,
+            std::time::Duration::from_secs(1000),
+        )
+        .unwrap();
+        let mut both = east.bundle();
+        both.add_x509_authority(soon.cert().clone());
+        held.store(BundleSet::from_bundles([both]).unwrap());
+        let text = m.render();
+        let left = root_expiry(&text, "east.example").unwrap();
+        assert!(left > 400 && left <= 1000, "{left}");
+        // A trust domain no longer held has no series.
+        assert_eq!(root_expiry(&text, "west.example"), None);
     }
 }

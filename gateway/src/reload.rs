@@ -30,7 +30,10 @@
 //! `causeway_gateway_credential_reloads_total`, and not retried until its
 //! contents change. A certificate that is not yet valid, or that does not
 //! chain to our bundle yet, is retried every tick (clock skew passes; the
-//! bundle may be written after the SVID).
+//! bundle may be written after the SVID). Each pass reads the bundles
+//! before the SVID, so that an SVID from a new root and the own bundle that
+//! adds the root, written one after the other (root rotation), are taken
+//! in the same pass. Every swap is announced on [`Credentials::changes`].
 //!
 //! The bundle files of other trust domains may change with the config
 //! ([`Credentials::prepare_bundle_files`], then
@@ -53,7 +56,7 @@ use causeway_trust::{
     BundleSet, Expected, PeerRole, SharedBundles, Svid, TrustBundle, TrustDomain, VerifyError,
 };
 use rustls_pki_types::UnixTime;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
@@ -229,6 +232,9 @@ pub struct Credentials {
     metrics: Arc<Metrics>,
     status: Mutex<BTreeMap<String, SourceStatus>>,
     trigger: Notify,
+    /// Counts the swaps of the SVID or of the bundle set, so that others
+    /// (the control client reporting holdings) learn of them at once.
+    changes: watch::Sender<u64>,
 }
 
 impl Credentials {
@@ -248,6 +254,7 @@ impl Credentials {
             metrics,
             status: Mutex::new(BTreeMap::new()),
             trigger: Notify::new(),
+            changes: watch::Sender::new(0),
         };
         let current = this.svid.svid();
         this.metrics
@@ -256,6 +263,7 @@ impl Credentials {
             this.metrics
                 .set_bundle_sequence(b.trust_domain().as_str(), b.sequence());
         }
+        this.metrics.watch_bundles(this.bundles.clone());
         log_expiry(&current, unix_now());
         this.check_own_chain();
         Arc::new(this)
@@ -277,6 +285,16 @@ impl Credentials {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// A receiver that sees a change whenever the SVID or the bundle set
+    /// in use is swapped.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Asks the reload task to read every file now, without waiting for a
@@ -319,13 +337,10 @@ impl Credentials {
         }
     }
 
-    /// One pass over every source.
+    /// One pass over every source: the bundles first, so that an SVID
+    /// from a new root and the own bundle that adds the root, written
+    /// together (root rotation), are taken in the same pass.
     fn pass(&self, watches: &mut Watches, forced: bool) {
-        let (hash, read) = self.read_svid();
-        if watches.svid.step(hash, forced) {
-            let result = read.and_then(|(cert, key)| self.try_svid(&cert, &key));
-            self.settle(SVID_SOURCE, "svid", &mut watches.svid, hash, result);
-        }
         for (td, path) in &self.bundle_files() {
             let (hash, read) = read_hashed(&[path]);
             let watch = watches.bundles.entry(td.clone()).or_default();
@@ -336,6 +351,11 @@ impl Credentials {
                 });
                 self.settle(td.as_str(), "bundle", watch, hash, result);
             }
+        }
+        let (hash, read) = self.read_svid();
+        if watches.svid.step(hash, forced) {
+            let result = read.and_then(|(cert, key)| self.try_svid(&cert, &key));
+            self.settle(SVID_SOURCE, "svid", &mut watches.svid, hash, result);
         }
     }
 
@@ -371,6 +391,7 @@ impl Credentials {
                 if swap == Swap::Swapped {
                     entry.last_swap_unix = Some(unix_now());
                     self.metrics.credential_reload(kind, "ok");
+                    self.changed();
                 }
             }
             Err(e) => {
@@ -548,6 +569,8 @@ impl Credentials {
         drop(status);
         self.bundles.store(set);
         *files = change.files;
+        drop(files);
+        self.changed();
     }
 
     /// Whether an SVID verifies, chain and validity, against the bundle

@@ -211,6 +211,53 @@ async fn reload_now_reads_the_files_without_waiting_for_the_interval() {
 }
 
 #[tokio::test]
+async fn an_svid_from_a_new_root_and_the_bundle_adding_it_are_taken_in_one_pass() {
+    causeway_trust::tls::install_default_provider();
+    let east = TestDomain::new("east.acme.example");
+    let west = TestDomain::new("west.globex.example");
+    let first = east.svid(EAST_GW);
+    // Nothing reads the files but `reload_now`: one pass must take both.
+    let gw = Gateway::start(&east, &west, &first, Duration::from_secs(3600)).await;
+    let rotated = TestDomain::new("east.acme.example");
+    let roots = [east.ca.roots(), rotated.ca.roots()].concat();
+    let both = TrustBundle::new(east.trust_domain.clone(), roots).with_sequence(2);
+    // As the control client writes them after a renewal: bundle, then SVID.
+    live::replace_file(&gw.east_bundle, both.to_json().as_bytes());
+    let next = rotated.svid(EAST_GW);
+    gw.rotate(&next);
+    gw.running().reload_now();
+    let d = wait_for(gw.admin, "the SVID from the new root", |d| {
+        serial(d) == next.info().serial
+    })
+    .await;
+    assert_eq!(svid_result(&d), "ok");
+    let metrics = gw.running().metrics();
+    let refused = metrics
+        .credential_reloads
+        .with_label_values(&["svid", "untrusted_chain"])
+        .get();
+    assert_eq!(refused, 0);
+
+    // The old root goes: the SVID in use still chains.
+    let only_new = rotated.bundle().with_sequence(3);
+    live::replace_file(&gw.east_bundle, only_new.to_json().as_bytes());
+    gw.running().reload_now();
+    let own = || {
+        let held = gw.running().credentials().bundles();
+        held.get(&east.trust_domain).map(TrustBundle::digest)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while own() != Some(only_new.digest()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new bundle never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(serial(&dump(gw.admin).await), next.info().serial);
+}
+
+#[tokio::test]
 async fn a_gateway_starts_with_an_expired_svid_and_says_so() {
     causeway_trust::tls::install_default_provider();
     let east = TestDomain::new("east.acme.example");

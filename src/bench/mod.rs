@@ -23,6 +23,7 @@ mod pki;
 mod process;
 mod proxies;
 pub(crate) mod report;
+pub(crate) mod rotation;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;

@@ -13,6 +13,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::{parse_duration, say};
 use crate::bench::config_stream::{self, Params, Shape};
+use crate::bench::rotation;
 use crate::bench::{self, Load, Outcome, Scenario};
 
 #[derive(Debug, Args)]
@@ -66,6 +67,29 @@ enum OtherBench {
     /// pushes one change to many connected gateways; times every step
     /// until all have ACKed it.
     ConfigStream(ConfigStreamArgs),
+    /// Root rotation: one trust domain with peer controllers and many
+    /// gateways rotates its root, nothing behind; times each rotation and
+    /// each of its steps.
+    Rotation(RotationArgs),
+}
+
+#[derive(Debug, Args)]
+struct RotationArgs {
+    /// Peer controllers (each with one gateway), peered both ways.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=50))]
+    peers: u32,
+    /// Gateways of the rotating trust domain (in this process).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    gateways: u32,
+    /// Rotations, one after the other; the report gives medians.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// How long a rotation (and the setup's waits) may take.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -105,8 +129,10 @@ enum StoreKind {
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if let Some(OtherBench::ConfigStream(a)) = args.other {
-        return run_config_stream(a);
+    match args.other {
+        Some(OtherBench::ConfigStream(a)) => return run_config_stream(a),
+        Some(OtherBench::Rotation(a)) => return run_rotation(a),
+        None => {}
     }
     if args.serve_upstream {
         bench::upstream::serve()?;
@@ -187,6 +213,32 @@ fn run_config_stream(args: ConfigStreamArgs) -> anyhow::Result<ExitCode> {
         say!("{}", config_stream::report::json(&report));
     } else {
         super::say_raw(format_args!("{}", config_stream::report::table(&report)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_rotation(args: RotationArgs) -> anyhow::Result<ExitCode> {
+    let params = rotation::Params {
+        peers: args.peers as usize,
+        gateways: args.gateways as usize,
+        rounds: args.rounds as usize,
+        timeout: args.timeout,
+    };
+    let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    let progress = |msg: &str| eprintln!("bench: {msg}");
+    let report = rt.block_on(async {
+        tokio::select! {
+            r = rotation::run(&params, &progress) => r,
+            // Dropping the run stops the gateways and the controllers.
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let report = report?;
+    if args.json {
+        say!("{}", rotation::json(&report));
+    } else {
+        super::say_raw(format_args!("{}", rotation::table(&report)));
     }
     Ok(ExitCode::SUCCESS)
 }

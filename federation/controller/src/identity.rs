@@ -81,9 +81,20 @@ pub(crate) fn spawn_renewal(
     tokio::spawn(async move {
         let mut changes = ca.changes();
         changes.mark_unchanged();
-        let mut issued_from = ca.current().pin.clone();
+        // The root the SVID in use was issued from: the last of its chain.
+        let mut issued_from = source
+            .svid()
+            .chain()
+            .last()
+            .map(|root| crate::ca::sha256_hex(root))
+            .unwrap_or_default();
         record.write(&source.svid(), &issued_from).await;
-        let mut wait = ttl / 2;
+        // The CA may have switched since that SVID was issued.
+        let mut wait = if issued_from == ca.current().pin {
+            ttl / 2
+        } else {
+            Duration::ZERO
+        };
         loop {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}

@@ -335,3 +335,95 @@ async fn rotation_refuses_pauses_resumes_aborts_and_completes() {
     east.shutdown().await;
     west.shutdown().await;
 }
+
+/// Two replicas on one etcd: a rotation started at the replica that does
+/// not lead is driven by the leader, and both replicas end issuing from the
+/// new root (the gateway renews at the one that does not lead). Then the
+/// leader stops in the middle of a second rotation's wait: the other
+/// replica takes it up at the same step and completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_survives_its_leader_and_switches_every_replica() {
+    let dir = TempDir::new().unwrap();
+    let etcd = testing::EtcdServer::start(&dir.path().join("etcd"));
+    let store = causeway_controller::StoreConfig::Etcd {
+        endpoints: vec![etcd.endpoint.clone()],
+        prefix: None,
+    };
+    let config = |name: &str| {
+        testing::config(
+            &dir.path().join(name),
+            EAST,
+            store.clone(),
+            Duration::from_secs(3600),
+        )
+    };
+    causeway_trust::tls::install_default_provider();
+    let a = causeway_controller::start(config("a"), Default::default())
+        .await
+        .unwrap();
+    let b = causeway_controller::start(config("b"), Default::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || a
+            .metrics_handle
+            .leader
+            .get()
+            + b.metrics_handle.leader.get()
+            == 1)
+        .await
+    );
+    let (leader, other) = if a.metrics_handle.leader.get() == 1 {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let gw = gateway(&other, EAST, "east-1").await;
+    assert!(
+        eventually(Duration::from_secs(10), async || verify(&other)
+            .await
+            .in_sync)
+        .await
+    );
+
+    // Both replicas up: both end issuing from the new root, and each one's
+    // own SVID chains to it (the rotation waits for their records).
+    let started = start_rotation(&other, 60).await.unwrap();
+    let first_root = started.current.unwrap().to_root;
+    assert_eq!(
+        finished(&other, Duration::from_secs(60)).await.outcome,
+        "completed"
+    );
+    assert_eq!(leader.ca.current().pin, first_root);
+    assert_eq!(other.ca.current().pin, first_root);
+
+    gw.frozen.store(true, Ordering::Relaxed);
+    let started = start_rotation(&other, 60).await.unwrap();
+    let new_root = started.current.unwrap().to_root;
+    assert!(
+        eventually(Duration::from_secs(10), async || status(&other)
+            .await
+            .current
+            .is_some_and(|r| r.step == "await_both" && !r.behind.is_empty()))
+        .await,
+        "{:?}",
+        status(&other).await
+    );
+    leader.shutdown().await;
+    gw.frozen.store(false, Ordering::Relaxed);
+    let done = finished(&other, Duration::from_secs(60)).await;
+    assert_eq!(done.outcome, "completed", "{done:?}");
+    assert_eq!(other.metrics_handle.leader.get(), 1);
+    assert_eq!(other.ca.current().pin, new_root);
+    let (_, roots) = published(&other).await;
+    assert_eq!(roots, [new_root]);
+    assert!(
+        eventually(Duration::from_secs(10), async || verify(&other)
+            .await
+            .in_sync)
+        .await
+    );
+    drop(gw);
+    other.shutdown().await;
+    etcd.kill();
+}

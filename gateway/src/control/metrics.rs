@@ -8,8 +8,9 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 /// Every metric of the control client.
 #[derive(Debug, Clone)]
 pub struct ControlMetrics {
-    /// SVID renewals by result (`ok`, `error`) and reason (`renewed`, or a
-    /// `JoinError::reason`).
+    /// SVID renewals by result (`ok`, `error`) and reason (`renewed` at
+    /// the renewal point, `root_rotation` when the controller issues from
+    /// another root than the SVID's, or a `JoinError::reason`).
     pub renewals: IntCounterVec,
     /// Config snapshots by result (`applied`, `refused`, `unchanged`,
     /// `cached`: loaded from disk at start).
@@ -33,7 +34,9 @@ impl ControlMetrics {
             ),
             &["result", "reason"],
         )?;
-        renewals.with_label_values(&["ok", "renewed"]);
+        for reason in ["renewed", "root_rotation"] {
+            renewals.with_label_values(&["ok", reason]);
+        }
         let configs = IntCounterVec::new(
             Opts::new(
                 "causeway_gateway_config_snapshots_total",

@@ -5,9 +5,12 @@
 //! - [`join`]: the first SVID, against a one-time join token whose pin
 //!   authenticates the controller before the token is sent;
 //! - [`renew`]: a new key and SVID at about half of the lifetime, over
-//!   mTLS, with backoff; the last good SVID stays until it expires;
+//!   mTLS, with backoff; the last good SVID stays until it expires; at
+//!   once when the controller issues from another root than the SVID's
+//!   (root rotation);
 //! - [`stream`]: the config stream: Hello with what the gateway holds, one
-//!   ACK/NACK per snapshot, Holdings again when they change;
+//!   ACK/NACK per snapshot, Holdings again when they change; it tells the
+//!   renewal task which root the controller issues from;
 //! - [`snapshot`]: a snapshot into the gateway's validated config;
 //! - [`cache`]: the last good snapshot on disk, served at start;
 //! - [`files`]: the data directory, every write atomic;
@@ -45,7 +48,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use causeway_proto::controller::v1::{HeldBundle, Holdings};
 use causeway_trust::{BundleSet, Svid, TrustBundle, TrustDomain};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -146,6 +149,15 @@ pub struct ControlClient {
     applied: AtomicU64,
     /// The last ACK or NACK sent on the config stream.
     answers: watch::Sender<Option<Answer>>,
+    /// The root (SHA-256 hex of its DER) the controller issues from, as
+    /// the last snapshot ACKed names it; empty: no demand. The config
+    /// stream writes it, the renewal task renews at once while the SVID
+    /// chains to another root.
+    wanted_root: watch::Sender<String>,
+    /// What the gateway holds may have changed (a renewal, a snapshot):
+    /// the config stream compares and reports at once instead of at its
+    /// next `holdings_interval` tick.
+    holdings_due: Notify,
 }
 
 /// What the client last answered the controller on the config stream.
@@ -257,6 +269,8 @@ impl ControlClient {
             attached: ArcSwapOption::empty(),
             applied: AtomicU64::new(0),
             answers: watch::Sender::new(None),
+            wanted_root: watch::Sender::new(String::new()),
+            holdings_due: Notify::new(),
             dir,
             options,
             settings,
@@ -322,17 +336,77 @@ impl ControlClient {
     }
 
     /// Writes a new SVID and the own bundle to the data directory and takes
-    /// them in use for the client's own calls.
+    /// them in use for the client's own calls. An own bundle older (by
+    /// sequence) than the one held is not taken: during a root rotation a
+    /// replica that has not caught up must not take the new root away.
     fn store_issued(&self, issued: &Issued) -> Result<(), FileError> {
-        self.dir.write_bundle(&issued.own_bundle)?;
+        let own = &issued.own_bundle;
+        let held = self
+            .bundles
+            .load()
+            .get(own.trust_domain())
+            .and_then(TrustBundle::sequence);
+        match (held, own.sequence()) {
+            (Some(held), Some(sent)) if sent < held => {
+                warn!(
+                    held,
+                    sent, "the controller answered with an older own bundle; keeping the one held"
+                );
+            }
+            _ => {
+                self.dir.write_bundle(own)?;
+                self.hold_bundles(std::slice::from_ref(own));
+            }
+        }
         self.dir.write_svid(&issued.svid)?;
-        self.hold_bundles(std::slice::from_ref(&issued.own_bundle));
         self.svid.store(Some(Arc::new(issued.svid.clone())));
         if let Some(a) = self.attached.load_full() {
             a.metrics
                 .set_svid_expiry(system_time(issued.svid.info().not_after));
         }
+        self.files_written();
         Ok(())
+    }
+
+    /// New credential files are in the data directory, each written whole
+    /// (one rename): the running gateway's reload task reads them now
+    /// rather than waiting for them to settle, and the config stream
+    /// compares holdings now rather than at its next tick.
+    fn files_written(&self) {
+        if let Some(a) = self.attached.load_full() {
+            a.credentials.reload_now();
+        }
+        self.holdings_due.notify_one();
+    }
+
+    /// The root the controller issues from, as the last snapshot ACKed
+    /// names it (SHA-256 hex of its DER); empty when it names none.
+    pub fn wanted_root(&self) -> String {
+        self.wanted_root.borrow().clone()
+    }
+
+    /// Records the root a snapshot names; wakes the renewal task only when
+    /// it changes.
+    fn want_root(&self, root: &str) {
+        self.wanted_root.send_if_modified(|w| {
+            if w == root {
+                return false;
+            }
+            root.clone_into(w);
+            true
+        });
+    }
+
+    /// Whether `svid` must be renewed for root rotation: the controller
+    /// names a root to issue from, and `svid` does not chain to it in the
+    /// own bundle this client holds.
+    fn root_demand(&self, svid: &Svid) -> Option<RootDemand> {
+        let wanted = self.wanted_root.borrow().clone();
+        if wanted.is_empty() {
+            return None;
+        }
+        let held = svid_root(svid, &self.bundles.load());
+        (held.as_deref() != Some(wanted.as_str())).then_some(RootDemand { wanted, held })
     }
 
     fn hold_bundles(&self, bundles: &[TrustBundle]) {
@@ -371,6 +445,30 @@ impl ControlClient {
         let stream = tokio::spawn(self.clone().stream_loop(applier));
         ControlTasks(vec![renew, stream])
     }
+}
+
+/// The controller issues from a root the SVID does not chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RootDemand {
+    /// The root the controller issues from (SHA-256 hex).
+    wanted: String,
+    /// The own bundle's root the SVID chains to, if any.
+    held: Option<String>,
+}
+
+impl RootDemand {
+    fn wanted_short(&self) -> &str {
+        short_pin(&self.wanted)
+    }
+
+    fn held_short(&self) -> &str {
+        self.held.as_deref().map_or("none of our bundle", short_pin)
+    }
+}
+
+/// The first 12 hex digits of a root's SHA-256, for logs.
+fn short_pin(pin: &str) -> &str {
+    pin.get(..12).unwrap_or(pin)
 }
 
 /// A listener problem that only a snapshot can settle: a tcp listener's

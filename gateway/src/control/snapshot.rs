@@ -81,6 +81,17 @@ pub fn convert(
         }
     }
 
+    if !snapshot.svid_root.is_empty() && !is_sha256_hex(&snapshot.svid_root) {
+        // A value no root can match would have the gateway renew for ever.
+        problem(
+            "svid_root".into(),
+            format!(
+                "{:?} is not the lower-case hex SHA-256 of a root",
+                snapshot.svid_root
+            ),
+        );
+    }
+
     for (i, s) in snapshot.services.iter().enumerate() {
         // The gateway routes by listener (http by Host, tcp by port): the
         // protocol is checked, not used.
@@ -182,6 +193,11 @@ pub fn convert(
         config,
         bundles: bundles.into_values().collect(),
     })
+}
+
+/// 64 lower-case hex digits.
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn problems_push(problem: &mut impl FnMut(String, String), p: Problem) {

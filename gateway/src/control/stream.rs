@@ -4,8 +4,11 @@
 //! effect, what the gateway holds), and for each snapshot: convert and
 //! validate, write its bundles, hand the config to the applier, cache it,
 //! ACK (or NACK with the reason, the previous config staying in effect).
-//! Holdings are sent again whenever what the gateway holds changes (the
-//! credential reload task swapped an SVID or bundle). When the stream or
+//! An ACKed snapshot's `svid_root` tells the renewal task which root the
+//! controller issues from. Holdings are sent again whenever what the
+//! gateway holds changes: at once when the credential reload task swaps an
+//! SVID or bundle, after a renewal and after a snapshot, and compared every
+//! `holdings_interval` besides. When the stream or
 //! the controller goes away, reconnect with backoff; the gateway keeps
 //! serving what it has.
 
@@ -13,17 +16,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use causeway_proto::controller::v1::gateway_api_client::GatewayApiClient;
 use causeway_proto::controller::v1::gateway_message::Message as Outgoing;
 use causeway_proto::controller::v1::{Ack, ConfigSnapshot, GatewayMessage, Hello};
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{error, info, warn};
 
 use super::join::error_chain;
 use super::snapshot::{self, Converted};
-use super::{Answer, ApplyConfig, ControlClient, cache, tls};
+use super::{Answer, ApplyConfig, Attached, ControlClient, cache, tls};
 
 /// Why a config stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +137,7 @@ impl ControlClient {
         info!(controller = %self.settings.address, "config stream up");
         let mut ticks = tokio::time::interval(self.options.holdings_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = CredentialChanges::default();
         loop {
             tokio::select! {
                 msg = inbound.message() => {
@@ -140,36 +145,64 @@ impl ControlClient {
                         return Err(StreamError::Closed);
                     };
                     retry.reset();
-                    let version = snap.version;
-                    let bytes = snap.encode_to_vec();
-                    let result = if last_applied.as_ref() == Some(&bytes) {
-                        self.metrics.config("unchanged");
-                        Ok(())
-                    } else {
-                        self.apply(&snap, applier).await
-                    };
-                    let error = match result {
-                        Ok(()) => {
-                            *last_applied = Some(bytes);
-                            String::new()
-                        }
-                        Err(reason) => reason,
-                    };
-                    let refused = (!error.is_empty()).then(|| error.clone());
-                    let ack = GatewayMessage { message: Some(Outgoing::Ack(Ack { version, error })) };
-                    tx.send(ack).await.map_err(|_| StreamError::Closed)?;
-                    self.answers.send_replace(Some(Answer { version, refused, at: Instant::now() }));
+                    self.answer(&snap, applier, last_applied, &tx).await?;
                 }
-                _ = ticks.tick() => {
-                    let now = self.holdings();
-                    if now != reported {
-                        let msg = GatewayMessage { message: Some(Outgoing::Holdings(now.clone())) };
-                        tx.send(msg).await.map_err(|_| StreamError::Closed)?;
-                        reported = now;
-                    }
-                }
+                _ = ticks.tick() => {}
+                () = self.holdings_due.notified() => {}
+                () = changes.next(&self.attached) => {}
+            }
+            // Whatever woke the loop, what the gateway holds may have
+            // changed: report it at once (the tick is the fallback).
+            let now = self.holdings();
+            if now != reported {
+                let msg = GatewayMessage {
+                    message: Some(Outgoing::Holdings(now.clone())),
+                };
+                tx.send(msg).await.map_err(|_| StreamError::Closed)?;
+                reported = now;
             }
         }
+    }
+
+    /// Applies one snapshot from the stream (unless it is the one in effect)
+    /// and answers it; an ACKed snapshot's `svid_root` becomes the root the
+    /// renewal task works towards.
+    async fn answer(
+        &self,
+        snap: &ConfigSnapshot,
+        applier: &dyn ApplyConfig,
+        last_applied: &mut Option<Vec<u8>>,
+        tx: &mpsc::Sender<GatewayMessage>,
+    ) -> Result<(), StreamError> {
+        let version = snap.version;
+        let bytes = snap.encode_to_vec();
+        let result = if last_applied.as_ref() == Some(&bytes) {
+            self.metrics.config("unchanged");
+            Ok(())
+        } else {
+            self.apply(snap, applier).await
+        };
+        let error = match result {
+            Ok(()) => {
+                *last_applied = Some(bytes);
+                String::new()
+            }
+            Err(reason) => reason,
+        };
+        let refused = (!error.is_empty()).then(|| error.clone());
+        let ack = GatewayMessage {
+            message: Some(Outgoing::Ack(Ack { version, error })),
+        };
+        tx.send(ack).await.map_err(|_| StreamError::Closed)?;
+        self.answers.send_replace(Some(Answer {
+            version,
+            refused: refused.clone(),
+            at: Instant::now(),
+        }));
+        if refused.is_none() {
+            self.want_root(&snap.svid_root);
+        }
+        Ok(())
     }
 
     /// Converts, validates, writes the bundles, applies and caches one
@@ -215,6 +248,8 @@ impl ControlClient {
             warn!(version, "cannot cache the config applied: {e}");
         }
         info!(version, "config applied");
+        // The bundles written are read by the reload task now.
+        self.files_written();
         Ok(())
     }
 
@@ -225,6 +260,40 @@ impl ControlClient {
             "config refused, keeping the config in effect: {reason}"
         );
         reason
+    }
+}
+
+/// Changes of the running gateway's credentials, once the client is
+/// attached to one: the reload task swapped an SVID or a bundle.
+#[derive(Default)]
+struct CredentialChanges {
+    from: Option<Arc<Attached>>,
+    changes: Option<watch::Receiver<u64>>,
+}
+
+impl CredentialChanges {
+    /// Returns at the next change, or at once when the client was attached
+    /// (again) since the last call; never while it is not attached.
+    async fn next(&mut self, attached: &ArcSwapOption<Attached>) {
+        let current = attached.load_full();
+        let same = match (&self.from, &current) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.changes = current.as_ref().map(|a| a.credentials.changes());
+            self.from = current;
+            return;
+        }
+        let alive = match self.changes.as_mut() {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => false,
+        };
+        if !alive {
+            // Not attached, or the gateway is gone: the tick goes on.
+            std::future::pending::<()>().await;
+        }
     }
 }
 

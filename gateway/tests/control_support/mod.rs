@@ -1,8 +1,11 @@
 //! A small GatewayApi server for the control client's tests: real TLS
 //! (rustls, the controller's SVID chain with its root, client certificates
 //! optional so that Join works without one), real gRPC (tonic), a real CA
-//! that signs the client's CSRs. The real controller replaces it in the
-//! end-to-end tests that come with its merge.
+//! that signs the client's CSRs. It can rotate its root as the controller
+//! does: [`TestController::begin_rotation`] adds a new root to the own
+//! bundle and issues from it, [`TestController::finish_rotation`] drops the
+//! old one. The real controller replaces it in the end-to-end tests that
+//! come with its merge.
 
 #![allow(
     clippy::unwrap_used,
@@ -27,6 +30,9 @@ use causeway_gateway::control::tls::sha256_hex;
 use causeway_gateway::control::{
     ApplyConfig, ApplyFuture, ControlClient, ControlOptions, authorities_digest,
 };
+use causeway_gateway::live::Origin;
+use causeway_gateway::metrics::Metrics;
+use causeway_gateway::reload::Credentials;
 use causeway_gateway::runtime::{Running, StartOptions, start_with};
 use causeway_proto::controller::v1 as pb;
 use causeway_proto::controller::v1::gateway_api_server::{GatewayApi, GatewayApiServer};
@@ -34,7 +40,11 @@ use causeway_proto::controller::v1::gateway_message::Message as FromGateway;
 use causeway_trust::testing::TestDomain;
 use causeway_trust::tls::{OptionalClientAuth, provider};
 use causeway_trust::verify::peer_id;
-use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Validity};
+use causeway_trust::{
+    BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, TrustBundle, Validity,
+};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -66,12 +76,25 @@ impl Default for Setup {
 
 /// What the server saw and how it behaves.
 pub struct State {
+    /// The first root: the token's pin, what SVIDs are issued from until a
+    /// rotation begins.
     pub domain: TestDomain,
     pub ttl: Duration,
     pub token: String,
     pub joins: AtomicUsize,
     pub renews: AtomicUsize,
     pub fail_renewals: AtomicBool,
+    /// Renewals still answered from the first root, with the first own
+    /// bundle, after a rotation began (a replica that has not caught up).
+    pub stale_renewals: AtomicUsize,
+    /// The new root, once a rotation began: SVIDs are issued from it.
+    next: Mutex<Option<TestDomain>>,
+    /// The own bundle sent with every SVID.
+    own_bundle: Mutex<TrustBundle>,
+    /// What client certificates are verified with.
+    client_bundles: SharedBundles,
+    server_cert: Arc<ServerCert>,
+    server_path: String,
     initial: Mutex<Option<pb::ConfigSnapshot>>,
     push: Mutex<Option<mpsc::UnboundedSender<Result<pb::ConfigSnapshot, Status>>>>,
     events: mpsc::UnboundedSender<FromGateway>,
@@ -88,24 +111,31 @@ impl TestController {
     pub async fn start(setup: Setup) -> Self {
         causeway_trust::tls::install_default_provider();
         let domain = TestDomain::new("east.example");
-        let server = domain.svid(&setup.server_path);
-        let mut chain = server.chain().to_vec();
-        chain.push(domain.ca.roots()[0].clone());
-        let bundles = BundleSet::from_bundles([domain.bundle()]).unwrap();
-        let verifier = SpiffeVerifier::new(SharedBundles::new(bundles), Expected::AnyKnownDomain);
+        let server_cert = Arc::new(ServerCert(Mutex::new(server_key(
+            &domain,
+            &setup.server_path,
+        ))));
+        let client_bundles =
+            SharedBundles::new(BundleSet::from_bundles([domain.bundle()]).unwrap());
+        let verifier = SpiffeVerifier::new(client_bundles.clone(), Expected::AnyKnownDomain);
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_client_cert_verifier(Arc::new(OptionalClientAuth(Arc::new(verifier))))
-            .with_single_cert(chain, server.key().clone_key())
-            .unwrap();
+            .with_cert_resolver(server_cert.clone());
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let pin = sha256_hex(domain.ca.roots()[0].as_ref());
         let state = Arc::new(State {
+            own_bundle: Mutex::new(domain.bundle()),
             domain,
+            stale_renewals: AtomicUsize::new(0),
+            next: Mutex::new(None),
+            client_bundles,
+            server_cert,
+            server_path: setup.server_path.clone(),
             ttl: setup.ttl,
             token: format!("cw1.tok1.s3cret.{pin}"),
             joins: AtomicUsize::new(0),
@@ -149,6 +179,48 @@ impl TestController {
         sha256_hex(self.state.domain.ca.roots()[0].as_ref())
     }
 
+    /// The pin of the root SVIDs are issued from now.
+    pub fn issuing_pin(&self) -> String {
+        match self.state.next.lock().unwrap().as_ref() {
+            Some(next) => sha256_hex(next.ca.roots()[0].as_ref()),
+            None => self.pin(),
+        }
+    }
+
+    /// The own bundle, as sent with every SVID.
+    pub fn own_bundle(&self) -> TrustBundle {
+        self.state.own_bundle.lock().unwrap().clone()
+    }
+
+    /// Root rotation, first step: a new root, added to the own bundle
+    /// (sequence 2) and to what client certificates are verified with;
+    /// SVIDs are issued from it from now on (after `stale_renewals` more
+    /// from the first root). Returns the new root's pin.
+    pub fn begin_rotation(&self) -> String {
+        let next = TestDomain::new("east.example");
+        let roots = [self.state.domain.ca.roots(), next.ca.roots()].concat();
+        self.set_own_bundle(TrustBundle::new(next.trust_domain.clone(), roots).with_sequence(2));
+        let pin = sha256_hex(next.ca.roots()[0].as_ref());
+        *self.state.next.lock().unwrap() = Some(next);
+        pin
+    }
+
+    /// Root rotation, last step: the own bundle holds the new root only
+    /// (sequence 3), and the server presents an SVID from it.
+    pub fn finish_rotation(&self) {
+        let next = self.state.next.lock().unwrap();
+        let next = next.as_ref().expect("a rotation begun");
+        self.set_own_bundle(next.bundle().with_sequence(3));
+        *self.state.server_cert.0.lock().unwrap() = server_key(next, &self.state.server_path);
+    }
+
+    fn set_own_bundle(&self, bundle: TrustBundle) {
+        self.state
+            .client_bundles
+            .store(BundleSet::from_bundles([bundle.clone()]).unwrap());
+        *self.state.own_bundle.lock().unwrap() = bundle;
+    }
+
     /// The snapshot sent at once on every new stream.
     pub fn set_initial(&self, s: pb::ConfigSnapshot) {
         *self.state.initial.lock().unwrap() = Some(s);
@@ -166,6 +238,16 @@ impl TestController {
             t.abort();
         }
         *self.state.push.lock().unwrap() = None;
+    }
+
+    /// Every message from the gateway so far, in order.
+    pub async fn seen(&self) -> Vec<FromGateway> {
+        let mut guard = self.events.lock().await;
+        let (rx, seen) = &mut *guard;
+        while let Ok(m) = rx.try_recv() {
+            seen.push(m);
+        }
+        seen.clone()
     }
 
     /// The first message from the gateway (seen so far or to come) that
@@ -235,26 +317,60 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// The server's certificate, replaced when a rotation finishes.
+#[derive(Debug)]
+struct ServerCert(Mutex<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.lock().unwrap().clone())
+    }
+}
+
+/// An SVID for the server from `domain`, with its root in the chain.
+fn server_key(domain: &TestDomain, path: &str) -> Arc<CertifiedKey> {
+    let server = domain.svid(path);
+    let mut chain = server.chain().to_vec();
+    chain.push(domain.ca.roots()[0].clone());
+    Arc::new(CertifiedKey::from_der(chain, server.key().clone_key(), &provider()).unwrap())
+}
+
+/// The own bundle as a snapshot carries it.
+pub fn bundle_entry(b: &TrustBundle) -> pb::Bundle {
+    pb::Bundle {
+        trust_domain: b.trust_domain().to_string(),
+        document: b.to_json(),
+        sequence: b.sequence().unwrap_or(0),
+        digest: authorities_digest(b),
+    }
+}
+
 struct Api(Arc<State>);
 
 impl Api {
-    fn issue(&self, csr: &[u8]) -> Result<pb::SvidResponse, Status> {
-        let d = &self.0.domain;
+    /// Signs from the new root once a rotation began, unless `stale`.
+    fn issue(&self, csr: &[u8], stale: bool) -> Result<pb::SvidResponse, Status> {
+        let next = self.0.next.lock().unwrap();
+        let d = match next.as_ref() {
+            Some(n) if !stale => n,
+            _ => &self.0.domain,
+        };
         let issued =
             d.ca.sign_csr(csr, Validity::starting_now(self.0.ttl), |id| {
                 id.as_str() == GATEWAY_ID
             })
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let bundle = d.bundle();
+        let bundle = match stale {
+            true => self.0.domain.bundle(),
+            false => self.0.own_bundle.lock().unwrap().clone(),
+        };
         Ok(pb::SvidResponse {
             spiffe_id: issued.info.spiffe_id.to_string(),
             chain_der: issued.chain.iter().map(|c| c.to_vec()).collect(),
             expires_unix: issued.info.not_after,
             own_bundle: Some(pb::Bundle {
-                trust_domain: "east.example".into(),
-                document: bundle.to_json(),
-                sequence: 1,
                 digest: String::new(),
+                ..bundle_entry(&bundle)
             }),
         })
     }
@@ -280,7 +396,7 @@ impl GatewayApi for Api {
         if r.token != self.0.token {
             return Err(Status::permission_denied("unknown token"));
         }
-        self.issue(&r.csr_der).map(Response::new)
+        self.issue(&r.csr_der, false).map(Response::new)
     }
 
     async fn renew(
@@ -292,7 +408,13 @@ impl GatewayApi for Api {
         if self.0.fail_renewals.load(Ordering::SeqCst) {
             return Err(Status::unavailable("the store is down"));
         }
-        self.issue(&request.into_inner().csr_der).map(Response::new)
+        let stale = self
+            .0
+            .stale_renewals
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        self.issue(&request.into_inner().csr_der, stale)
+            .map(Response::new)
     }
 
     type StreamConfigStream = SnapshotStream;
@@ -481,15 +603,25 @@ impl Starter {
         .await
         .expect("the gateway never started")
     }
+
+    /// The running gateway's live credentials and metrics.
+    pub async fn live(&self) -> (Arc<Credentials>, Arc<Metrics>) {
+        let running = self.running.lock().await;
+        let r = running.as_ref().expect("a running gateway");
+        (r.credentials().clone(), r.metrics().clone())
+    }
 }
 
 impl ApplyConfig for Starter {
     fn apply(&self, config: GatewayConfig) -> ApplyFuture<'_> {
         Box::pin(async move {
             let mut running = self.running.lock().await;
-            if running.is_some() {
-                // Swapping a running gateway's config is the live-config work.
-                return Ok(());
+            if let Some(r) = running.as_ref() {
+                // As the binary does: later versions are applied live.
+                return r
+                    .apply_config(config, Origin::new("controller", None))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
             }
             let r = start_with(config, StartOptions::default())
                 .await

@@ -21,7 +21,6 @@ use causeway_proto::controller::v1::admin_api_client::AdminApiClient;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::Channel;
 
-use super::resources::LOCAL_TD;
 use crate::cli::controlled;
 
 /// One gateway, joined, before its config stream starts.
@@ -56,6 +55,7 @@ pub(crate) async fn join(
     dir: &Path,
     admin: &mut AdminApiClient<Channel>,
     api: SocketAddr,
+    td: &str,
     name: &str,
 ) -> anyhow::Result<Joined> {
     let token = admin
@@ -72,14 +72,15 @@ pub(crate) async fn join(
     causeway_trust::files::write_file(&token_file, format!("{token}\n").as_bytes(), true)?;
     let config = dir.join(format!("{name}.yaml"));
     let text = format!(
-        "trust_domain: {LOCAL_TD}\n\
+        "trust_domain: {td}\n\
          controller:\n  address: {api}\n  token_file: {name}.token\n  \
          data_dir: {name}-data\n  name: {name}\n\
          admin: {{listen: 127.0.0.1:0}}\n\
          peer_listener: {{listen: 127.0.0.1:0}}\n\
          listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    protocol: http\n    \
-         caller: {{identity: spiffe://{LOCAL_TD}/ns/team-0/sa/client}}\n"
+         caller: {{identity: spiffe://{td}/ns/team-0/sa/client}}\n"
     );
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
     let registry = prometheus::Registry::new();
     let client = ControlClient::load(&config, ControlOptions::default(), &registry)?;

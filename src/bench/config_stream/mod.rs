@@ -21,7 +21,7 @@
 //! listeners on loopback with ports from the OS; with `--etcd-endpoints`
 //! the store is that etcd, under a prefix of this run's own.
 
-mod gateways;
+pub(crate) mod gateways;
 pub(crate) mod report;
 mod resources;
 mod store_events;
@@ -254,7 +254,16 @@ async fn measure(
     let t = Instant::now();
     let mut joined = Vec::with_capacity(p.gateways);
     for i in 0..p.gateways {
-        joined.push(gateways::join(dir, &mut admin, controller.api, &gateways::name(i)).await?);
+        joined.push(
+            gateways::join(
+                dir,
+                &mut admin,
+                controller.api,
+                resources::LOCAL_TD,
+                &gateways::name(i),
+            )
+            .await?,
+        );
     }
     let joins = t.elapsed();
     progress("opening every config stream; each gateway starts on the first config");
