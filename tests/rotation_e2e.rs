@@ -42,6 +42,7 @@ fn three_domains_rotate_one_root_under_load_without_a_failed_request() {
         "rotate start at alpha.example accepted",
         "rotation ",
         "every step recorded",
+        "every direction carried requests during the rotation",
         "bundles verify exits 0 at alpha.example after",
         "bundles verify exits 0 at beta.example after",
         "bundles verify exits 0 at gamma.example after",

@@ -26,7 +26,7 @@ pub(super) fn rotation_under_load(o: &Options, report: &mut Report) -> Result<()
     )?;
     let loads = mesh.start_loads(&mesh.pairs())?;
     mesh.say(&format!("steady load on {} directions", loads.0.len()));
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
     check_verify_everywhere(
         &mesh,
         report,
@@ -37,6 +37,7 @@ pub(super) fn rotation_under_load(o: &Options, report: &mut Report) -> Result<()
     let td = mesh.domains[0].td.clone();
     mesh.say(&format!("rotating the root of {td}"));
     let started = Instant::now();
+    let before = loads.figures();
     let run = mesh.at(0, &["rotate", "start", "--step-timeout", "60s", "--json"])?;
     let id = run
         .json()
@@ -57,7 +58,23 @@ pub(super) fn rotation_under_load(o: &Options, report: &mut Report) -> Result<()
         started.elapsed()
     ));
     check_completed(report, &record, Some(&id));
-    std::thread::sleep(Duration::from_secs(2));
+    // Each direction carried requests while the rotation went on.
+    let during: Vec<(String, u64)> = loads
+        .figures()
+        .into_iter()
+        .zip(before)
+        .map(|((name, after), (_, before))| (name, after.sent - before.sent))
+        .collect();
+    report.check(
+        "every direction carried requests during the rotation",
+        during.iter().all(|(_, n)| *n > 0),
+        during
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    std::thread::sleep(Duration::from_secs(3));
     check_verify_everywhere(&mesh, report, "after the rotation", Duration::from_secs(15));
     report.loads_clean(loads.stop());
     Ok(())
