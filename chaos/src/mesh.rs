@@ -164,6 +164,29 @@ pub struct Mesh {
     pub root: PathBuf,
 }
 
+impl Mesh {
+    /// The last warnings and errors of every running controller's log, for
+    /// a failure's report: what the controllers said while it went wrong.
+    pub fn controller_warnings(&self, per_controller: usize) -> String {
+        let mut out = String::new();
+        for d in &self.domains {
+            let Some(c) = &d.controller else { continue };
+            let text = c.log_text();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .collect();
+            let from = lines.len().saturating_sub(per_controller);
+            out.push_str(&format!("\n    {} controller, last warnings:", d.td));
+            for l in lines.iter().skip(from) {
+                out.push_str("\n      ");
+                out.push_str(l);
+            }
+        }
+        out
+    }
+}
+
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mesh")

@@ -82,7 +82,8 @@ pub(super) fn controller_crash_each_step(o: &Options, report: &mut Report) -> Re
                 resumed["current"]["step"]
             ),
         );
-        let record = follow_rotation(&mesh, 0, Duration::from_secs(60))?;
+        let record = follow_rotation(&mesh, 0, Duration::from_secs(60))
+            .map_err(|e| anyhow::anyhow!("{e:#}{}", mesh.controller_warnings(12)))?;
         let new = previous.as_deref() != record["id"].as_str();
         report.check(
             format!("crash at {step}: a new rotation each time"),
