@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod demo;
 
 use std::process::ExitCode;
 
@@ -9,7 +10,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging();
+    cli::init_logging(args.default_log_filter());
     causeway_trust::tls::install_default_provider();
     match cli::run(args) {
         Ok(code) => code,

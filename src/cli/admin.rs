@@ -76,26 +76,10 @@ pub(crate) struct ApplyArgs {
 }
 
 pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let mut files = Vec::new();
-    let mut problems = Vec::new();
-    for path in &args.files {
-        match causeway_resources::load_file(path) {
-            Ok(entries) => {
-                let mut docs = Vec::new();
-                for e in &entries {
-                    docs.push(e.resource.to_yaml()?);
-                }
-                files.push(pb::ResourceFile {
-                    name: path.display().to_string(),
-                    content: docs.join("---\n"),
-                });
-            }
-            Err(e) => problems.extend(e.problems.iter().map(ToString::to_string)),
-        }
-    }
-    if !problems.is_empty() {
-        return Ok(refused(&problems));
-    }
+    let files = match resource_files(&args.files) {
+        Ok(files) => files,
+        Err(problems) => return Ok(refused(&problems)),
+    };
     let dry_run = args.dry_run;
     let r = args.target.with_client(async |mut c| {
         Ok(c.apply(pb::ApplyRequest { files, dry_run })
@@ -111,6 +95,37 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         say!("(dry run: nothing stored)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resource files as `apply` sends them: each loaded and checked here
+/// (relative paths inside it taken from its directory), in the store form
+/// (a first bundle inline). Every problem of every file, or the files.
+pub(crate) fn resource_files(paths: &[PathBuf]) -> Result<Vec<pb::ResourceFile>, Vec<String>> {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        match causeway_resources::load_file(path) {
+            Ok(entries) => {
+                let mut docs = Vec::new();
+                for e in &entries {
+                    match e.resource.to_yaml() {
+                        Ok(doc) => docs.push(doc),
+                        Err(e) => problems.push(format!("{}: {e}", path.display())),
+                    }
+                }
+                files.push(pb::ResourceFile {
+                    name: path.display().to_string(),
+                    content: docs.join("---\n"),
+                });
+            }
+            Err(e) => problems.extend(e.problems.iter().map(ToString::to_string)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(files)
+    } else {
+        Err(problems)
+    }
 }
 
 #[allow(clippy::print_stderr, reason = "refusals go to stderr")]

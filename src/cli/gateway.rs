@@ -67,7 +67,8 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
                 (causeway_gateway::runtime::start_with(config, options).await?, None)
             }
             None => {
-                let (running, tasks) = controlled::start(&args).await?;
+                let (running, tasks) =
+                    controlled::start(&args.config, args.reload_interval).await?;
                 (running, Some(tasks))
             }
         };
@@ -110,7 +111,9 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
 /// the controller or from the last good one cached on disk, and apply every
 /// later version live.
 pub(crate) mod controlled {
+    use std::path::Path;
     use std::sync::Arc;
+    use std::time::Duration;
 
     use anyhow::Context;
     use causeway_gateway::config::GatewayConfig;
@@ -120,8 +123,6 @@ pub(crate) mod controlled {
     use causeway_gateway::live::Origin;
     use causeway_gateway::runtime::{Running, StartOptions, start_with};
     use tokio::sync::{Mutex, oneshot};
-
-    use super::GatewayArgs;
 
     /// Starts the gateway on the first config, applies the later ones.
     struct Starter {
@@ -179,9 +180,15 @@ pub(crate) mod controlled {
         (rx, client.spawn(starter))
     }
 
-    pub(super) async fn start(args: &GatewayArgs) -> anyhow::Result<(Running, ControlTasks)> {
+    /// `causeway gateway --config FILE` for a file with a `controller:`
+    /// section: loads it, joins if there is no SVID yet, and returns once
+    /// the first config (the controller's or the cached one) is in effect.
+    pub(crate) async fn start(
+        config: &Path,
+        reload_interval: Duration,
+    ) -> anyhow::Result<(Running, ControlTasks)> {
         let registry = prometheus::Registry::new();
-        let client = ControlClient::load(&args.config, ControlOptions::default(), &registry)?;
+        let client = ControlClient::load(config, ControlOptions::default(), &registry)?;
         client
             .ensure_svid()
             .await
@@ -191,7 +198,7 @@ pub(crate) mod controlled {
             &client,
             StartOptions {
                 registry,
-                reload_interval: args.reload_interval,
+                reload_interval,
                 origin: Origin::new("controller", None),
             },
         );

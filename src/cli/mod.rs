@@ -3,15 +3,14 @@
 
 #![allow(clippy::print_stderr, reason = "the CLI reports errors on stderr")]
 
-mod admin;
+pub(crate) mod admin;
 mod bench;
 mod bundle;
-mod bundles;
+pub(crate) mod bundles;
 mod ca;
 mod controller;
-mod demo;
 mod gateway;
-mod rotate;
+pub(crate) mod rotate;
 mod svid;
 
 pub(crate) use gateway::controlled;
@@ -64,8 +63,10 @@ enum Command {
     /// after each step: start, status, abort, resume.
     #[command(subcommand)]
     Rotate(rotate::RotateCommand),
-    /// Show what Causeway does, on loopback, in a temp dir.
-    Demo,
+    /// See it work: two organizations' controllers and gateways on
+    /// loopback, peered by config/demo/'s files, traffic both ways, a call
+    /// refused by policy, a root rotation under traffic, and a summary.
+    Demo(crate::demo::DemoArgs),
     /// Measure the data path: direct, one gateway, two gateways over QUIC, and
     /// nginx/haproxy as two-hop mTLS proxies where installed, in one run.
     /// `bench config-stream`: the control path, from apply to every
@@ -86,14 +87,26 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateways(a) => admin::gateways(a),
         Command::Bundles(c) => bundles::run(c),
         Command::Rotate(c) => rotate::run(c),
-        Command::Demo => demo::run(),
+        Command::Demo(a) => crate::demo::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }
 
-pub(crate) fn init_logging() {
+impl Cli {
+    /// Logging without `CAUSEWAY_LOG`: warnings, except in the demo, whose
+    /// refusals are on purpose and whose story is on stdout.
+    pub(crate) fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) => "error",
+            _ => "warn",
+        }
+    }
+}
+
+pub(crate) fn init_logging(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CAUSEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter =
+        EnvFilter::try_from_env("CAUSEWAY_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -177,7 +177,7 @@ fn act(a: ActArgs, abort: bool) -> anyhow::Result<ExitCode> {
 
 /// Polls until the rotation under way is finished (or paused), printing
 /// each step as it begins; returns the last status.
-async fn follow(
+pub(crate) async fn follow(
     c: &mut causeway_proto::controller::v1::admin_api_client::AdminApiClient<
         tonic::transport::Channel,
     >,
