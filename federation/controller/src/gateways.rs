@@ -98,3 +98,32 @@ pub fn name_of(td: &TrustDomain, id: &SpiffeId) -> Option<String> {
     check_name(name).ok()?;
     Some(name.to_owned())
 }
+
+/// The gateways someone must vouch for: every one whose last SVID has not
+/// expired, with its stream status when it is connected (`None`: not
+/// connected). What `bundles verify` and a rotation's waits go through.
+pub(crate) async fn accountable(
+    store: &std::sync::Arc<dyn causeway_store::Store>,
+) -> Result<std::collections::BTreeMap<String, Option<StreamStatus>>, causeway_store::StoreError> {
+    let now = crate::tokens::now_unix();
+    let mut gateways = std::collections::BTreeMap::new();
+    for kv in store.list(crate::keys::GATEWAYS).await?.kvs {
+        if let Ok(r) = serde_json::from_slice::<GatewayRecord>(&kv.value)
+            && r.svid_expires_unix > now
+        {
+            gateways.insert(
+                kv.key.trim_start_matches(crate::keys::GATEWAYS).to_owned(),
+                None,
+            );
+        }
+    }
+    for kv in store.list(crate::keys::CONNECTED).await?.kvs {
+        if let Ok(s) = serde_json::from_slice::<StreamStatus>(&kv.value) {
+            gateways.insert(
+                kv.key.trim_start_matches(crate::keys::CONNECTED).to_owned(),
+                Some(s),
+            );
+        }
+    }
+    Ok(gateways)
+}

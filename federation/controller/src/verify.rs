@@ -24,11 +24,10 @@ use prost::Message;
 
 use crate::error::{ControllerError, Result};
 use crate::federate::peer_client;
-use crate::gateways::{GatewayRecord, StreamStatus};
+use crate::gateways;
 use crate::keys;
 use crate::peers;
 use crate::stored;
-use crate::tokens::now_unix;
 use crate::view::BundleView;
 
 /// How long one peer has to answer.
@@ -80,23 +79,7 @@ impl Verifier {
                 )
             })
             .collect();
-        let mut gateways: BTreeMap<String, Option<StreamStatus>> = BTreeMap::new();
-        let now = now_unix();
-        for kv in self.store.list(keys::GATEWAYS).await?.kvs {
-            if let Ok(r) = serde_json::from_slice::<GatewayRecord>(&kv.value)
-                && r.svid_expires_unix > now
-            {
-                gateways.insert(kv.key.trim_start_matches(keys::GATEWAYS).to_owned(), None);
-            }
-        }
-        for kv in self.store.list(keys::CONNECTED).await?.kvs {
-            if let Ok(s) = serde_json::from_slice::<StreamStatus>(&kv.value) {
-                gateways.insert(
-                    kv.key.trim_start_matches(keys::CONNECTED).to_owned(),
-                    Some(s),
-                );
-            }
-        }
+        let gateways = gateways::accountable(&self.store).await?;
         for (name, status) in &gateways {
             for (td, w) in &want {
                 let held = status

@@ -18,11 +18,10 @@ use super::{
 use crate::ca::{self, short};
 use crate::config::CaSource;
 use crate::error::{ControllerError, Result};
-use crate::gateways::{GatewayRecord, StreamStatus};
+use crate::gateways;
 use crate::identity::Replica;
 use crate::keys;
 use crate::metrics::Metrics;
-use crate::tokens::now_unix;
 use crate::verify::Verifier;
 
 /// How many of the parties behind a pause reason names.
@@ -468,23 +467,7 @@ impl Driver {
     /// Whether every SVID of the domain (each gateway's, each controller
     /// replica's) chains to `target`.
     async fn svids(&self, target: &str) -> Result<Check> {
-        let now = now_unix();
-        let mut gateways = std::collections::BTreeMap::<String, Option<StreamStatus>>::new();
-        for kv in self.store.list(keys::GATEWAYS).await?.kvs {
-            if let Ok(r) = serde_json::from_slice::<GatewayRecord>(&kv.value)
-                && r.svid_expires_unix > now
-            {
-                gateways.insert(kv.key.trim_start_matches(keys::GATEWAYS).to_owned(), None);
-            }
-        }
-        for kv in self.store.list(keys::CONNECTED).await?.kvs {
-            if let Ok(s) = serde_json::from_slice::<StreamStatus>(&kv.value) {
-                gateways.insert(
-                    kv.key.trim_start_matches(keys::CONNECTED).to_owned(),
-                    Some(s),
-                );
-            }
-        }
+        let gateways = gateways::accountable(&self.store).await?;
         let mut behind = Vec::new();
         for (name, status) in &gateways {
             match status {
