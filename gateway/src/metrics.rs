@@ -116,6 +116,12 @@ impl Metrics {
             "TLS handshakes refused, by reason and the refused side's role",
             &["reason", "role"],
         );
+        // Every refusal at zero from the start, for rates and alerts.
+        for reason in causeway_trust::verify::VerifyError::REASONS {
+            for role in ["client", "server"] {
+                handshake_failures.with_label_values(&[reason, role]);
+            }
+        }
         let credential_reloads = counter(
             "causeway_gateway_credential_reloads_total",
             "Credential reload attempts, by kind (svid, bundle) and result",

@@ -38,7 +38,7 @@ fn the_example_loads_and_derives_id_svid_and_bundles() {
     let cfg = GatewayConfig::from_raw("example", probe, path.parent().unwrap()).unwrap();
     let c = cfg.controller.as_ref().unwrap();
     assert_eq!(c.host, "controller.east.internal");
-    assert_eq!(c.port, 7443);
+    assert_eq!(c.port, 15012);
     assert_eq!(
         cfg.id.as_str(),
         "spiffe://east.acme.example/causeway/gateway/east-1"

@@ -23,6 +23,7 @@
 
 mod files;
 mod parts;
+mod serve;
 mod services;
 mod summary;
 mod traffic;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use causeway_proto::controller::v1 as pb;
-use clap::Args;
+use clap::{Args, Subcommand};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{parse_duration, say};
@@ -43,7 +44,10 @@ use summary::{Report, Rotation};
 use traffic::{Expect, Path, Traffic};
 
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct DemoArgs {
+    #[command(subcommand)]
+    command: Option<DemoCommand>,
     /// After the summary, keep everything running until Ctrl-C or SIGTERM,
     /// for `curl` and scripts.
     #[arg(long)]
@@ -59,6 +63,14 @@ pub(crate) struct DemoArgs {
     traffic: Duration,
 }
 
+#[derive(Debug, Clone, Subcommand)]
+enum DemoCommand {
+    /// Run the demo's sample services on the endpoints of Service files,
+    /// to run the parts by hand (README, quickstart): an HTTP service that
+    /// answers with who called, or a TCP echo, by each port's protocol.
+    Serve(serve::ServeArgs),
+}
+
 /// Who calls, as the gateways' listeners declare them (config/demo/).
 const FRONTEND: &str = "spiffe://east.acme.example/ns/shop/sa/frontend";
 const WEST_PAYMENTS: &str = "spiffe://west.globex.example/ns/payments/sa/api";
@@ -71,6 +83,9 @@ const INTERVAL: Duration = Duration::from_millis(20);
 const ROTATION_STEP_TIMEOUT: u64 = 30;
 
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if let Some(DemoCommand::Serve(a)) = args.command {
+        return serve::run(a);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

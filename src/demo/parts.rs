@@ -242,10 +242,11 @@ impl Parts {
                     e.as_str().unwrap_or_default().parse().with_context(|| {
                         format!("config/demo/{}/{name}: endpoint {e}", side.dir)
                     })?;
+                let any = SocketAddr::from(([127, 0, 0, 1], 0));
                 let sample = if tcp {
-                    services::tcp_echo(service).await?
+                    services::tcp_echo(service, any).await?
                 } else {
-                    services::http(service, td).await?
+                    services::http(service, td, any).await?
                 };
                 self.addresses.bound(fixed, sample.addr);
                 self.samples.push((td.to_owned(), sample));

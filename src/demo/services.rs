@@ -38,11 +38,12 @@ impl Sample {
     }
 }
 
-/// An HTTP/1.1 and h2c service named `service` of trust domain `td`.
-pub(crate) async fn http(service: &str, td: &str) -> anyhow::Result<Sample> {
-    let l = TcpListener::bind("127.0.0.1:0")
+/// An HTTP/1.1 and h2c service named `service` of trust domain `td`, on
+/// `bind` (port 0: one from the system).
+pub(crate) async fn http(service: &str, td: &str, bind: SocketAddr) -> anyhow::Result<Sample> {
+    let l = TcpListener::bind(bind)
         .await
-        .context("binding a sample service")?;
+        .with_context(|| format!("binding sample service {service} on {bind}"))?;
     let addr = l.local_addr().context("sample service address")?;
     let (name, domain) = (service.to_owned(), td.to_owned());
     let task = tokio::spawn(async move {
@@ -112,12 +113,12 @@ pub(crate) fn caller_of(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// A TCP service that answers `<service>|`, then echoes until the caller
-/// closes.
-pub(crate) async fn tcp_echo(service: &str) -> anyhow::Result<Sample> {
-    let l = TcpListener::bind("127.0.0.1:0")
+/// A TCP service on `bind` that answers `<service>|`, then echoes until
+/// the caller closes.
+pub(crate) async fn tcp_echo(service: &str, bind: SocketAddr) -> anyhow::Result<Sample> {
+    let l = TcpListener::bind(bind)
         .await
-        .context("binding a sample service")?;
+        .with_context(|| format!("binding sample service {service} on {bind}"))?;
     let addr = l.local_addr().context("sample service address")?;
     let greeting = format!("{service}|");
     let task = tokio::spawn(async move {

@@ -15,6 +15,7 @@ const FILES: &[(&str, &str)] = &[
     ("service-inventory.yaml", "east.acme.example"),
     ("peering-west.yaml", "east.acme.example"),
     ("service-payments.yaml", "west.globex.example"),
+    ("authorization.yaml", "west.globex.example"),
     ("peering-east.yaml", "west.globex.example"),
 ];
 
@@ -73,9 +74,11 @@ fn each_controller_admits_its_files_in_one_apply_too() {
             .filter(|(_, td)| *td == domain)
             .flat_map(|(f, _)| load_file(&config_dir().join(f)).unwrap())
             .collect();
+        let resources = entries.len();
         let set = admit(&local, &ResourceSet::default(), entries).unwrap();
         assert_eq!(set, admitted(domain));
-        assert_eq!(set.len(), 2);
+        assert_eq!(set.len(), resources);
+        assert!(set.len() >= 2, "{domain}: a service and a peering at least");
     }
 }
 
@@ -119,13 +122,76 @@ fn west_maps_east_frontend_and_authorizes_it() {
     let frontend = id("spiffe://east.acme.example/ns/shop/sa/frontend");
     let principal = map.lookup(&east, &frontend).map(|p| p.as_str());
     assert_eq!(principal, Some("east-frontend"));
-    let payments = set.services().next().unwrap();
+    let payments = service(&set, "payments");
     assert!(payments.authorizes(9090, &frontend, principal));
     assert_eq!(payments.endpoints_of(9090).len(), 1);
     assert_eq!(payments.endpoints_of(8080).len(), 2);
     // A gateway of east cannot speak for west's own workloads.
     let west_id = id("spiffe://west.globex.example/ns/shop/sa/frontend");
     assert_eq!(map.lookup(&east, &west_id), None);
+}
+
+fn service<'a>(set: &'a ResourceSet, name: &str) -> &'a causeway_resources::Service {
+    set.services()
+        .find(|s| s.name.as_str() == name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+/// config/authorization.yaml decides as its comments say.
+#[test]
+fn the_authorization_example_allows_what_its_comments_say_and_nothing_else() {
+    let set = admitted("west.globex.example");
+    let east = TrustDomain::new("east.acme.example").unwrap();
+    let map = IdentityMap::from_set(&set);
+    let ledger = service(&set, "ledger");
+    let decide = |port: u16, caller: &str| {
+        let caller = id(caller);
+        let principal = map.lookup(&east, &caller).map(|p| p.as_str().to_owned());
+        ledger.authorizes(port, &caller, principal.as_deref())
+    };
+    let frontend = "spiffe://east.acme.example/ns/shop/sa/frontend";
+    // A principal: east's frontend, on the TCP port only.
+    assert!(decide(5432, frontend));
+    assert!(!decide(8081, frontend));
+    // An unmapped caller of east: nothing allows it.
+    assert!(!decide(
+        5432,
+        "spiffe://east.acme.example/ns/batch/sa/report"
+    ));
+    // A pattern: west's ledger workloads, every port, any depth.
+    assert!(decide(
+        5432,
+        "spiffe://west.globex.example/ns/ledger/sa/writer"
+    ));
+    assert!(decide(
+        8081,
+        "spiffe://west.globex.example/ns/ledger/sa/a/b"
+    ));
+    assert!(!decide(
+        5432,
+        "spiffe://west.globex.example/ns/ledgers/sa/x"
+    ));
+    // One ID, admin API only.
+    assert!(decide(
+        8081,
+        "spiffe://west.globex.example/ns/ops/sa/console"
+    ));
+    // Any workload of west: the admin API, not the TCP port.
+    assert!(decide(8081, "spiffe://west.globex.example/ns/shop/sa/x"));
+    assert!(!decide(5432, "spiffe://west.globex.example/ns/shop/sa/x"));
+    assert!(!decide(
+        5432,
+        "spiffe://west.globex.example/ns/ops/sa/console"
+    ));
+    // East's auditors are `auditors` through the map: the admin API only.
+    let auditor = "spiffe://east.acme.example/ns/audit/sa/reader";
+    assert!(decide(8081, auditor));
+    assert!(!decide(5432, auditor));
+    // A port the service does not have.
+    assert!(!decide(
+        9999,
+        "spiffe://west.globex.example/ns/ledger/sa/writer"
+    ));
 }
 
 #[test]

@@ -61,6 +61,18 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// Every value [`Self::reason`] returns, so that metrics can show each
+    /// at zero before the first refusal.
+    pub const REASONS: [&'static str; 7] = [
+        "no_certificate",
+        "bad_svid",
+        "unknown_trust_domain",
+        "expired",
+        "not_yet_valid",
+        "untrusted_chain",
+        "unexpected_id",
+    ];
+
     /// A short, closed-set label for metrics and structured logs.
     pub fn reason(&self) -> &'static str {
         match self {

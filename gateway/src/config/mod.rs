@@ -174,10 +174,12 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     /// Reads and validates a YAML file. Relative paths in it are taken from
-    /// the file's directory.
+    /// the file's directory, made absolute (as they stay right if the
+    /// working directory changes).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| single(&name, "", e.to_string()))?;
+        let path = std::path::absolute(path).map_err(|e| single(&name, "", e.to_string()))?;
         Self::from_yaml(&name, &text, path.parent().unwrap_or(Path::new(".")))
     }
 

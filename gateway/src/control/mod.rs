@@ -195,6 +195,16 @@ impl ControlClient {
                 reason: format!("not a gateway config: {e}"),
             }],
         })?;
+        // Absolute, because the paths derived from the data directory are
+        // validated again with every snapshot and must not be joined to the
+        // file's directory twice.
+        let path = std::path::absolute(path).map_err(|e| ConfigError {
+            source_name: name.clone(),
+            problems: vec![Problem {
+                field: String::new(),
+                reason: e.to_string(),
+            }],
+        })?;
         Self::from_raw(
             &name,
             raw,
