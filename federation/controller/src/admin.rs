@@ -143,6 +143,19 @@ impl AdminApi for Admin {
                     .map_err(|e| Status::internal(e.to_string()))?;
                 txn = txn.put(keys::resource(r.kind().as_str(), r.name()), yaml);
             }
+            // One transaction holds the whole apply (all or nothing), and
+            // the store takes at most MAX_TXN_OPS operations in one.
+            if txn.ops.len() > causeway_store::MAX_TXN_OPS {
+                return Ok(Response::new(pb::ApplyResponse {
+                    plan: plan.to_string(),
+                    applied: false,
+                    problems: vec![format!(
+                        "this apply changes {} resources; one apply changes at most {} (one store transaction): apply the files in parts",
+                        txn.ops.len() - 1,
+                        causeway_store::MAX_TXN_OPS - 1
+                    )],
+                }));
+            }
             match self.store.txn(txn).await.map_err(ControllerError::from)? {
                 r if r.applied => {
                     tracing::info!(revision = r.revision, plan = %plan, "applied");

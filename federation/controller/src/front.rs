@@ -53,6 +53,13 @@ pub(crate) fn serve(
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
                     Ok(Ok(tls)) => tls,
+                    // A refused client certificate is a peer controller
+                    // that cannot reach us: worth a warning. Anything else
+                    // (a scanner, a client without TLS) is not.
+                    Ok(Err(e)) if e.to_string().contains("certificate") => {
+                        tracing::warn!(%remote, error = %e, "public port: a client certificate was refused");
+                        return;
+                    }
                     Ok(Err(e)) => {
                         tracing::info!(%remote, error = %e, "public port: TLS handshake refused");
                         return;

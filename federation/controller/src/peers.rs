@@ -187,16 +187,21 @@ pub(crate) async fn sync(store: &Arc<dyn Store>, fence: Compare, set: &ResourceS
             record(store, Some(fence.clone()), p.name.as_str(), first).await?;
         }
     }
-    let mut txn = Txn::new().when(fence);
-    for name in held.keys() {
-        if !set.peerings().any(|p| p.name.as_str() == name) {
-            txn = txn
-                .delete(key(name))
-                .delete(format!("{}{name}", keys::PEER_EXPORTS));
+    let gone: Vec<&String> = held
+        .keys()
+        .filter(|name| !set.peerings().any(|p| p.name.as_str() == name.as_str()))
+        .collect();
+    // Two keys per peering, in transactions the store takes.
+    for chunk in gone.chunks(causeway_store::MAX_TXN_OPS / 2) {
+        let txn = chunk
+            .iter()
+            .fold(Txn::new().when(fence.clone()), |t, name| {
+                t.delete(key(name))
+                    .delete(format!("{}{name}", keys::PEER_EXPORTS))
+            });
+        if !store.txn(txn).await?.applied {
+            break;
         }
-    }
-    if !txn.ops.is_empty() {
-        let _ = store.txn(txn).await?;
     }
     Ok(())
 }

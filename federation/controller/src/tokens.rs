@@ -235,12 +235,12 @@ pub(crate) const KEPT_AFTER_EXPIRY: i64 = 3600;
 /// more than [`KEPT_AFTER_EXPIRY`] ago. Returns how many went.
 pub(crate) async fn sweep(store: &Arc<dyn Store>, fence: Compare) -> Result<usize, StoreError> {
     let cutoff = now_unix().saturating_sub(KEPT_AFTER_EXPIRY);
-    let mut txn = Txn::new().when(fence);
+    let mut gone = Vec::new();
     for kv in store.list(keys::TOKENS).await?.kvs {
         if let Ok(t) = serde_json::from_slice::<StoredToken>(&kv.value)
             && t.expires_unix < cutoff
         {
-            txn = txn.delete(kv.key);
+            gone.push(kv.key);
         }
     }
     for kv in store.list(keys::TOKENS_USED).await?.kvs {
@@ -251,13 +251,21 @@ pub(crate) async fn sweep(store: &Arc<dyn Store>, fence: Compare) -> Result<usiz
                 u.expires_unix
             };
             if expires < cutoff {
-                txn = txn.delete(kv.key);
+                gone.push(kv.key);
             }
         }
     }
-    let n = txn.ops.len();
-    if n > 0 {
-        let _ = store.txn(txn).await?;
+    // In transactions the store takes: thousands of tokens may expire
+    // together (a CI system joining a gateway per run).
+    let mut n = 0;
+    for chunk in gone.chunks(causeway_store::MAX_TXN_OPS) {
+        let txn = chunk
+            .iter()
+            .fold(Txn::new().when(fence.clone()), |t, k| t.delete(k.clone()));
+        if !store.txn(txn).await?.applied {
+            break;
+        }
+        n += chunk.len();
     }
     Ok(n)
 }
@@ -300,6 +308,17 @@ mod tests {
 
         let always = Compare::Absent("no-such-key".into());
         assert_eq!(sweep(&store, always.clone()).await.unwrap(), 2);
+        assert_eq!(sweep(&store, always.clone()).await.unwrap(), 0);
+        // More than one transaction holds: swept in several.
+        let many = causeway_store::MAX_TXN_OPS * 2 + 5;
+        for i in 0..many {
+            let t = put(
+                format!("{}old-{i:04}", keys::TOKENS),
+                serde_json::json!({"gateway": "x", "secret_sha256": "0", "expires_unix": old}),
+            );
+            assert!(store.txn(t).await.unwrap().applied);
+        }
+        assert_eq!(sweep(&store, always.clone()).await.unwrap(), many);
         assert_eq!(sweep(&store, always).await.unwrap(), 0);
         // The live token still joins; the used one is still "already used".
         assert!(check(&store, &live, "pin").await.is_ok());

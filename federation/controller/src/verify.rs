@@ -129,7 +129,7 @@ impl Verifier {
                         .await
                         {
                             Ok(Ok(r)) => Ok(r.into_inner()),
-                            Ok(Err(s)) => Err(format!("unreachable: {}", s.message())),
+                            Ok(Err(s)) => Err(format!("unreachable: {}", status_chain(&s))),
                             Err(_) => {
                                 Err(format!("unreachable: no answer within {PEER_TIMEOUT:?}"))
                             }
@@ -210,4 +210,21 @@ fn row(
         in_sync: problem.is_none(),
         problem: problem.unwrap_or_default(),
     }
+}
+
+/// A status's message and the chain of errors under it: "operation was
+/// canceled" alone does not say that the peer closed the connection after
+/// refusing our certificate.
+fn status_chain(s: &tonic::Status) -> String {
+    let mut out = s.message().to_owned();
+    let mut next = std::error::Error::source(s);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
 }

@@ -347,3 +347,61 @@ async fn apply_refusal_names_file_and_field_and_stores_nothing() {
     );
     c.shutdown().await;
 }
+
+/// An apply is one store transaction: more resources than one may hold
+/// are refused with what to do, and nothing is stored; the most one may
+/// hold go in. The same on etcd, whose default `--max-txn-ops` sets the
+/// limit (the store suite checks both backends refuse alike).
+#[tokio::test]
+async fn an_apply_over_one_transaction_is_refused_whole_with_what_to_do() {
+    let dir = TempDir::new().unwrap();
+    let c = start(config(dir.path(), StoreConfig::Embedded)).await;
+    let service = |i: usize| {
+        format!(
+            "apiVersion: causeway.dev/v1alpha1\nkind: Service\nname: s{i:03}\nspec:\n  ports: [{{port: 80, protocol: http}}]\n  endpoints: ['127.0.0.1:80']\n"
+        )
+    };
+    let file = |n: usize| pb::ResourceFile {
+        name: "many.yaml".into(),
+        content: (0..n).map(service).collect::<Vec<_>>().join("---\n"),
+    };
+    let max = causeway_store::MAX_TXN_OPS - 1;
+    let mut admin = client::admin(&c.admin_socket).await.unwrap();
+    let r = admin
+        .apply(pb::ApplyRequest {
+            files: vec![file(max + 1)],
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.applied, "{r:?}");
+    assert_eq!(
+        r.problems,
+        [format!(
+            "this apply changes {} resources; one apply changes at most {max} (one store transaction): apply the files in parts",
+            max + 1
+        )]
+    );
+    let r = admin
+        .apply(pb::ApplyRequest {
+            files: vec![file(max)],
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.applied && r.problems.is_empty(), "{r:?}");
+    // The rest, in a second apply: the first `max` are unchanged.
+    let r = admin
+        .apply(pb::ApplyRequest {
+            files: vec![file(max + 1)],
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.applied, "{r:?}");
+    assert!(r.plan.contains("+ Service/s127"), "{}", r.plan);
+    c.shutdown().await;
+}

@@ -57,6 +57,15 @@ pub enum StoreError {
         max: usize,
     },
 
+    /// A transaction with more operations (or compares) than one may hold
+    /// ([`crate::MAX_TXN_OPS`], etcd's default `--max-txn-ops`).
+    #[error("a transaction of {count} {what}, over the limit of {max}")]
+    TooManyOps {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+
     /// A transaction both backends refuse (empty key, key changed twice).
     #[error("invalid transaction: {0}")]
     InvalidTxn(String),

@@ -86,6 +86,12 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// over this limit before sending or writing anything.
 pub const MAX_TXN_BYTES: usize = 1024 * 1024 + 64 * 1024;
 
+/// The most operations, and separately the most compares, one transaction
+/// may hold: etcd's default `--max-txn-ops`. Both backends refuse more
+/// before sending or writing anything; callers with more to change split
+/// the work or say so.
+pub const MAX_TXN_OPS: usize = 128;
+
 /// A lease, by its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseId(pub i64);
@@ -251,8 +257,21 @@ impl Txn {
     /// The checks both backends make before anything is sent or written, so
     /// that they refuse the same transactions: no empty key, no key changed
     /// twice, values and the whole within [`MAX_VALUE_BYTES`] and
-    /// [`MAX_TXN_BYTES`].
+    /// [`MAX_TXN_BYTES`], at most [`MAX_TXN_OPS`] operations and as many
+    /// compares.
     pub fn validate(&self) -> Result<()> {
+        for (what, count) in [
+            ("operations", self.ops.len()),
+            ("compares", self.compares.len()),
+        ] {
+            if count > MAX_TXN_OPS {
+                return Err(StoreError::TooManyOps {
+                    what,
+                    count,
+                    max: MAX_TXN_OPS,
+                });
+            }
+        }
         let mut total = 0usize;
         let mut seen = std::collections::HashSet::new();
         for compare in &self.compares {

@@ -245,6 +245,41 @@ pub(crate) async fn invalid_txns_are_refused<B: Backend>(b: &mut B) {
         store.txn(huge).await,
         Err(StoreError::TooLarge { .. })
     ));
+    // etcd's default --max-txn-ops: refused alike by both backends, with
+    // nothing written; the limit itself is accepted.
+    let mut many = Txn::new();
+    for i in 0..=causeway_store::MAX_TXN_OPS {
+        many = many.put(format!("many/{i}"), "1");
+    }
+    assert!(matches!(
+        store.txn(many).await,
+        Err(StoreError::TooManyOps {
+            count: 129,
+            max: 128,
+            ..
+        })
+    ));
+    assert!(store.list("many/").await.unwrap().kvs.is_empty());
+    let mut compares = Txn::new().put("c", "1");
+    for i in 0..=causeway_store::MAX_TXN_OPS {
+        compares = compares.when(causeway_store::Compare::Absent(format!("x/{i}")));
+    }
+    assert!(matches!(
+        store.txn(compares).await,
+        Err(StoreError::TooManyOps {
+            what: "compares",
+            ..
+        })
+    ));
+    let mut at_limit = Txn::new();
+    for i in 0..causeway_store::MAX_TXN_OPS {
+        at_limit = at_limit.put(format!("many/{i}"), "1");
+    }
+    assert!(store.txn(at_limit).await.unwrap().applied);
+    assert_eq!(
+        store.list("many/").await.unwrap().kvs.len(),
+        causeway_store::MAX_TXN_OPS
+    );
     let unknown_lease = Txn::new().put_with_lease("a", "1", causeway_store::LeaseId(0x7777_7777));
     assert!(matches!(
         store.txn(unknown_lease).await,
