@@ -222,3 +222,40 @@ pub(crate) async fn forget(
     }
     Err(ForgetError::Conflict(name.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn svid(serial: &str, issued_unix: i64) -> SvidInfo {
+        SvidInfo {
+            spiffe_id: causeway_trust::SpiffeId::new(
+                "spiffe://east.acme.example/causeway/gateway/east-1",
+            )
+            .unwrap(),
+            serial: serial.to_owned(),
+            not_before: issued_unix - 60,
+            not_after: issued_unix + 3600,
+            issuer: String::new(),
+            subject: String::new(),
+        }
+    }
+
+    #[test]
+    fn covers_the_named_serials_and_whatever_was_issued_before() {
+        let t = Tombstone {
+            spiffe_id: String::new(),
+            svid_serials: vec!["0b".into()],
+            svid_expires_unix: 0,
+            forgotten_unix: 1000,
+            forgotten_by: "ops".into(),
+        };
+        assert!(t.covers(&svid("0b", 1000)), "named, whenever issued");
+        assert!(t.covers(&svid("0a", 999)), "an older SVID it may hold");
+        assert!(!t.covers(&svid("0c", 1000)), "issued in the forget's second, unnamed");
+        assert!(!t.covers(&svid("0c", 1001)), "issued after: a re-join");
+        assert!(t.refusal("east-1").contains("forgotten at 1970-01-01T00:16:40Z by ops"));
+    }
+}
