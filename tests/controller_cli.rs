@@ -333,7 +333,10 @@ fn gateways_forget_refusals_and_a_gone_gateway() {
     }
     causeway(&["gateways", "forget", "east-1", "--controller", &sock])
         .failure()
-        .stderr_has(&["east-1 is connected (stream on replica ", "); stop it first"]);
+        .stderr_has(&[
+            "east-1 is connected (stream on replica ",
+            "); stop it first",
+        ]);
 
     // Its VM is deleted.
     drop(gw);
@@ -344,14 +347,22 @@ fn gateways_forget_refusals_and_a_gone_gateway() {
     }
     let run = causeway(&["gateways", "forget", "east-1", "--config", s(&config)]).success();
     assert!(
-        run.stdout.contains("forgot gateway east-1 (spiffe://east.acme.example/causeway/gateway/east-1)"),
+        run.stdout
+            .contains("forgot gateway east-1 (spiffe://east.acme.example/causeway/gateway/east-1)"),
         "{run:?}"
     );
     assert!(run.stdout.contains("refused from now on: SVID "), "{run:?}");
     assert_eq!(listed(&sock, "east-1"), None);
     let gws = causeway(&["gateways", "--controller", &sock]).success();
     assert_eq!(gws.stdout.trim(), "no gateways");
-    causeway(&["gateways", "forget", "east-1", "--json", "--controller", &sock])
-        .failure()
-        .stderr_has(&["east-1 was already forgotten at "]);
+    causeway(&[
+        "gateways",
+        "forget",
+        "east-1",
+        "--json",
+        "--controller",
+        &sock,
+    ])
+    .failure()
+    .stderr_has(&["east-1 was already forgotten at "]);
 }

@@ -50,7 +50,7 @@ impl Tombstone {
     /// Whether `svid` (of this gateway's name) is one of those forgotten:
     /// its serial is named, or it was issued before the forget.
     pub(crate) fn covers(&self, svid: &SvidInfo) -> bool {
-        self.svid_serials.iter().any(|s| *s == svid.serial) || issued_unix(svid) < self.forgotten_unix
+        self.svid_serials.contains(&svid.serial) || issued_unix(svid) < self.forgotten_unix
     }
 
     /// Why an SVID of `name` is refused, for the gateway's log.
@@ -196,7 +196,10 @@ pub(crate) async fn forget(
             }
         };
         let tombstone = Tombstone {
-            spiffe_id: record.as_ref().map(|r| r.spiffe_id.clone()).unwrap_or_default(),
+            spiffe_id: record
+                .as_ref()
+                .map(|r| r.spiffe_id.clone())
+                .unwrap_or_default(),
             svid_serials: record
                 .as_ref()
                 .map(|r| r.svid_serial.clone())
@@ -207,8 +210,8 @@ pub(crate) async fn forget(
             forgotten_unix: now_unix(),
             forgotten_by: by.to_owned(),
         };
-        let value = serde_json::to_vec(&tombstone)
-            .map_err(|e| ControllerError::corrupt(&key(name), e))?;
+        let value =
+            serde_json::to_vec(&tombstone).map_err(|e| ControllerError::corrupt(&key(name), e))?;
         let txn = Txn::new()
             .when(Compare::ModRevision(record_key.clone(), kv.mod_revision))
             .when(Compare::Absent(connected_key.clone()))
@@ -218,7 +221,10 @@ pub(crate) async fn forget(
             tracing::info!(gateway = name, by, serials = ?tombstone.svid_serials, "gateway forgotten");
             return Ok(tombstone);
         }
-        tracing::info!(gateway = name, "forget raced a renewal or a stream; reading again");
+        tracing::info!(
+            gateway = name,
+            "forget raced a renewal or a stream; reading again"
+        );
     }
     Err(ForgetError::Conflict(name.to_owned()))
 }
@@ -254,8 +260,14 @@ mod tests {
         };
         assert!(t.covers(&svid("0b", 1000)), "named, whenever issued");
         assert!(t.covers(&svid("0a", 999)), "an older SVID it may hold");
-        assert!(!t.covers(&svid("0c", 1000)), "issued in the forget's second, unnamed");
+        assert!(
+            !t.covers(&svid("0c", 1000)),
+            "issued in the forget's second, unnamed"
+        );
         assert!(!t.covers(&svid("0c", 1001)), "issued after: a re-join");
-        assert!(t.refusal("east-1").contains("forgotten at 1970-01-01T00:16:40Z by ops"));
+        assert!(
+            t.refusal("east-1")
+                .contains("forgotten at 1970-01-01T00:16:40Z by ops")
+        );
     }
 }

@@ -102,7 +102,10 @@ impl Issuer {
                 .await
                 .map_err(|e| refuse("store", Status::from(e)))?;
             if let Some(t) = t {
-                return Err(refuse("forgotten", Status::permission_denied(t.refusal(&name))));
+                return Err(refuse(
+                    "forgotten",
+                    Status::permission_denied(t.refusal(&name)),
+                ));
             }
             fence = revision;
         }
@@ -140,7 +143,11 @@ impl Issuer {
         let txn = match how {
             Record::Join => {
                 if let Ok((Some(t), _)) = forgotten::read(&self.store, name).await {
-                    tracing::info!(gateway = name, forgotten_unix = t.forgotten_unix, "a forgotten gateway joined again");
+                    tracing::info!(
+                        gateway = name,
+                        forgotten_unix = t.forgotten_unix,
+                        "a forgotten gateway joined again"
+                    );
                 }
                 causeway_store::Txn::new().put(key, value).delete(tombstone)
             }

@@ -77,7 +77,9 @@ async fn a_forgotten_gateway_is_refused_until_it_joins_again() {
     let c = start(dir.path(), EAST).await;
     let scrape = testing::scrape(c.metrics.unwrap()).await;
     assert!(
-        scrape.contains("causeway_controller_svids_refused_total{kind=\"renew\",reason=\"forgotten\"} 0"),
+        scrape.contains(
+            "causeway_controller_svids_refused_total{kind=\"renew\",reason=\"forgotten\"} 0"
+        ),
         "the series exists from the start"
     );
     // Joined, renewed once (it still holds the first SVID too), stopped:
@@ -101,7 +103,10 @@ async fn a_forgotten_gateway_is_refused_until_it_joins_again() {
 
     let forgot = forget(&c, "east-1").await.unwrap();
     assert_eq!(forgot.name, "east-1");
-    assert_eq!(forgot.spiffe_id, format!("spiffe://{EAST}/causeway/gateway/east-1"));
+    assert_eq!(
+        forgot.spiffe_id,
+        format!("spiffe://{EAST}/causeway/gateway/east-1")
+    );
     assert_eq!(forgot.svid_serials, [serial(&last)]);
     assert!(forgot.rotation_paused.is_empty());
     let r = verify(&c).await;
@@ -121,10 +126,15 @@ async fn a_forgotten_gateway_is_refused_until_it_joins_again() {
         );
     }
     assert_eq!(refused_forgotten(&c).await, 2.0);
-    let e = ConfigStream::open(c.api, &last, "east-1").await.unwrap_err();
+    let e = ConfigStream::open(c.api, &last, "east-1")
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("forgotten"), "{e:?}");
-    assert!(names(&c).await.is_empty(), "a refused gateway does not come back");
+    assert!(
+        names(&c).await.is_empty(),
+        "a refused gateway does not come back"
+    );
     let e = forget(&c, "east-1").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("already forgotten"), "{e:?}");
@@ -132,7 +142,14 @@ async fn a_forgotten_gateway_is_refused_until_it_joins_again() {
     // Added again on purpose: a new token joins, clears the tombstone; the
     // new SVID renews and streams.
     let again = join(&c, "east-1").await;
-    assert!(c.store().get("forgotten/east-1").await.unwrap().kv.is_none());
+    assert!(
+        c.store()
+            .get("forgotten/east-1")
+            .await
+            .unwrap()
+            .kv
+            .is_none()
+    );
     let renewed = testing::renew(c.api, &again).await.unwrap();
     let mut stream = ConfigStream::open(c.api, &renewed, "east-1").await.unwrap();
     stream.next().await.unwrap();
@@ -163,7 +180,8 @@ async fn forgetting_a_connected_unknown_or_misnamed_gateway_is_refused() {
     let e = forget(&c, "east-2").await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(
-        e.message().starts_with("east-2 is connected (stream on replica ")
+        e.message()
+            .starts_with("east-2 is connected (stream on replica ")
             && e.message().ends_with("); stop it first"),
         "{e:?}"
     );

@@ -438,12 +438,19 @@ async fn a_rotation_paused_on_a_gone_gateway_completes_after_forget_and_resume()
     let gone = gateway(&east, EAST, "east-1").await;
     let stays = gateway(&east, EAST, "east-2").await;
     assert!(
-        eventually(Duration::from_secs(15), async || verify(&east).await.in_sync).await,
+        eventually(Duration::from_secs(15), async || verify(&east)
+            .await
+            .in_sync)
+        .await,
         "{:?}",
         verify(&east).await
     );
     gone.frozen.store(true, Ordering::Relaxed);
-    start_rotation(&east, 1).await.unwrap().current.expect("started");
+    start_rotation(&east, 1)
+        .await
+        .unwrap()
+        .current
+        .expect("started");
     assert!(
         eventually(Duration::from_secs(15), async || status(&east)
             .await
@@ -503,7 +510,10 @@ async fn a_rotation_paused_on_a_gone_gateway_completes_after_forget_and_resume()
     let done = finished(&east, Duration::from_secs(30)).await;
     assert_eq!(done.outcome, "completed", "{done:?}");
     assert!(
-        eventually(Duration::from_secs(10), async || verify(&east).await.in_sync).await,
+        eventually(Duration::from_secs(10), async || verify(&east)
+            .await
+            .in_sync)
+        .await,
         "{:?}",
         verify(&east).await
     );
