@@ -1,5 +1,6 @@
 //! End-to-end tests of `causeway controller` and the commands that talk to
-//! it (`apply`, `peer`, `token`, `bundle export --controller`, `gateways`):
+//! it (`apply`, `peer`, `token`, `bundle export --controller`, `gateways`,
+//! `gateways forget`):
 //! the real binary, a controller process on loopback with ports from the
 //! OS, killed by its pid when the test ends however it ends.
 
@@ -10,7 +11,7 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use support::process::Controller;
+use support::process::{Controller, Gateway};
 use support::{causeway, s, tmp};
 
 fn repo_config(name: &str) -> String {
@@ -270,4 +271,98 @@ fn rotate_start_wait_status_and_refusals() {
         &sock,
     ])
     .failure();
+}
+
+/// Whether `causeway gateways --json` lists `name`, connected or not.
+fn listed(sock: &str, name: &str) -> Option<bool> {
+    let gws = causeway(&["gateways", "--json", "--controller", sock]).success();
+    let list: serde_json::Value = serde_json::from_str(&gws.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .map(|g| g["connected"] == true)
+}
+
+/// `causeway gateways forget` with a real gateway process: an unknown name
+/// and a connected gateway are refused (exit 1, the reason on stderr); once
+/// the gateway process is gone it is forgotten (exit 0), no longer listed,
+/// and a second forget says it already was.
+#[test]
+fn gateways_forget_refusals_and_a_gone_gateway() {
+    let dir = tmp();
+    let config = write_config(dir.path());
+    let c = Controller::start(&config, dir.path().join("controller.log"));
+    let sock = c.socket();
+    causeway(&["gateways", "forget", "east-9", "--controller", &sock])
+        .failure()
+        .stderr_has(&["no gateway named \"east-9\""]);
+
+    let token = causeway(&[
+        "token",
+        "create",
+        "--gateway",
+        "east-1",
+        "--controller",
+        &sock,
+    ])
+    .success();
+    fs::write(dir.path().join("east-1.token"), token.stdout.trim()).unwrap();
+    let gw_config = dir.path().join("gateway.yaml");
+    fs::write(
+        &gw_config,
+        format!(
+            "trust_domain: east.acme.example\ncontroller:\n  address: {}\n  \
+             token_file: east-1.token\n  data_dir: gw-data\n  name: east-1\n\
+             admin: {{listen: 127.0.0.1:0}}\nlisteners:\n  - name: web\n    \
+             listen: 127.0.0.1:0\n    protocol: http\n    \
+             caller: {{identity: spiffe://east.acme.example/ns/shop/sa/frontend}}\n",
+            c.api()
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(&gw_config, dir.path().join("gateway.log"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while listed(&sock, "east-1") != Some(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never connected:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    causeway(&["gateways", "forget", "east-1", "--controller", &sock])
+        .failure()
+        .stderr_has(&[
+            "east-1 is connected (stream on replica ",
+            "); stop it first",
+        ]);
+
+    // Its VM is deleted.
+    drop(gw);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while listed(&sock, "east-1") != Some(false) {
+        assert!(std::time::Instant::now() < deadline, "still connected");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let run = causeway(&["gateways", "forget", "east-1", "--config", s(&config)]).success();
+    assert!(
+        run.stdout
+            .contains("forgot gateway east-1 (spiffe://east.acme.example/causeway/gateway/east-1)"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("refused from now on: SVID "), "{run:?}");
+    assert_eq!(listed(&sock, "east-1"), None);
+    let gws = causeway(&["gateways", "--controller", &sock]).success();
+    assert_eq!(gws.stdout.trim(), "no gateways");
+    causeway(&[
+        "gateways",
+        "forget",
+        "east-1",
+        "--json",
+        "--controller",
+        &sock,
+    ])
+    .failure()
+    .stderr_has(&["east-1 was already forgotten at "]);
 }

@@ -1,5 +1,5 @@
 //! The subcommands that talk to a running controller over its admin socket:
-//! `apply`, `peer list|show`, `token create`, `gateways`, and
+//! `apply`, `peer list|show`, `token create`, `gateways [forget]`, and
 //! `bundle export --controller`.
 
 use std::path::PathBuf;
@@ -311,22 +311,93 @@ pub(crate) fn export_bundle(target: &Target) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct GatewaysArgs {
+    #[command(subcommand)]
+    command: Option<GatewaysCommand>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     target: Target,
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum GatewaysCommand {
+    /// Forget a gateway that is gone for good (its VM deleted): bundles
+    /// verify and root rotations stop waiting for it, and the SVIDs it held
+    /// are refused. Refused while it is connected. A new token for the name
+    /// adds it again.
+    Forget {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 pub(crate) fn gateways(args: GatewaysArgs) -> anyhow::Result<ExitCode> {
-    let gws = args.target.with_client(async |mut c| {
+    match args.command {
+        Some(GatewaysCommand::Forget { name, json, target }) => forget(name, json, &target),
+        None => list_gateways(args.json, &args.target),
+    }
+}
+
+fn forget(name: String, json: bool, target: &Target) -> anyhow::Result<ExitCode> {
+    let r = target.with_client(async |mut c| {
+        Ok(c.forget_gateway(pb::ForgetGatewayRequest {
+            name,
+            forgotten_by: super::rotate::who(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner())
+    })?;
+    if json {
+        say!(
+            "{}",
+            serde_json::json!({
+                "name": r.name, "spiffe_id": r.spiffe_id, "svid_serials": r.svid_serials,
+                "svid_expires_unix": r.svid_expires_unix, "forgotten_unix": r.forgotten_unix,
+                "rotation_paused": r.rotation_paused,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    say!("forgot gateway {} ({})", r.name, r.spiffe_id);
+    let serials = if r.svid_serials.is_empty() {
+        "its SVIDs".to_owned()
+    } else {
+        format!("SVID {} and any earlier one", r.svid_serials.join(", "))
+    };
+    let expiry = if r.svid_expires_unix > 0 {
+        format!(" (expires {})", describe_time(r.svid_expires_unix))
+    } else {
+        String::new()
+    };
+    say!("  refused from now on: {serials}{expiry}");
+    say!(
+        "  to add it again: causeway token create --gateway {}, and join with the new token",
+        r.name
+    );
+    if !r.rotation_paused.is_empty() {
+        say!(
+            "  a root rotation is paused ({}): `causeway rotate resume` checks its wait again",
+            r.rotation_paused
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_gateways(json: bool, target: &Target) -> anyhow::Result<ExitCode> {
+    let gws = target.with_client(async |mut c| {
         Ok(c.list_gateways(pb::ListGatewaysRequest {})
             .await
             .map_err(status)?
             .into_inner()
             .gateways)
     })?;
-    if args.json {
+    if json {
         let list: Vec<_> = gws
             .iter()
             .map(|g| {

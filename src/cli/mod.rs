@@ -54,7 +54,8 @@ enum Command {
     /// One-time join tokens for gateways.
     #[command(subcommand)]
     Token(admin::TokenCommand),
-    /// Gateways known to a controller: connected, acked version, holdings.
+    /// Gateways known to a controller: connected, acked version, holdings;
+    /// `gateways forget NAME`: one that is gone for good.
     Gateways(admin::GatewaysArgs),
     /// Whether every party holds the trust bundles it must.
     #[command(subcommand)]

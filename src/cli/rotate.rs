@@ -99,7 +99,8 @@ pub(crate) fn run(cmd: RotateCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn who() -> String {
+/// Who runs the CLI, as actions record it: user@host.
+pub(crate) fn who() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::ca::LiveCa;
 use crate::error::ControllerError;
 use crate::federation::{PeerExports, read_exports};
+use crate::forgotten;
 use crate::gateways::{self, GatewayRecord, StreamStatus};
 use crate::issuance::own_bundle;
 use crate::keys;
@@ -308,6 +309,30 @@ impl AdminApi for Admin {
         }
         Ok(Response::new(pb::ListGatewaysResponse {
             gateways: out.into_values().collect(),
+        }))
+    }
+
+    async fn forget_gateway(
+        &self,
+        req: Request<pb::ForgetGatewayRequest>,
+    ) -> Result<Response<pb::ForgetGatewayResponse>, Status> {
+        let req = req.into_inner();
+        let t = forgotten::forget(&self.store, &req.name, &req.forgotten_by).await?;
+        let rotation_paused = match crate::rotation::current(&self.store).await {
+            Ok(Some((r, _))) => r.paused,
+            Ok(None) => String::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the rotation after a forget failed");
+                String::new()
+            }
+        };
+        Ok(Response::new(pb::ForgetGatewayResponse {
+            name: req.name,
+            spiffe_id: t.spiffe_id,
+            svid_serials: t.svid_serials,
+            svid_expires_unix: t.svid_expires_unix,
+            forgotten_unix: t.forgotten_unix,
+            rotation_paused,
         }))
     }
 

@@ -44,6 +44,7 @@ impl GatewayApi for Api {
         let peer = req.extensions().get::<PeerCerts>().cloned();
         self.streams
             .open(peer.as_ref(), req.into_inner())
+            .await
             .map(Response::new)
     }
 }

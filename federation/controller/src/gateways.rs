@@ -28,6 +28,10 @@ pub(crate) struct StreamStatus {
     /// The last NACK's reason; empty after an ACK.
     pub(crate) last_error: String,
     pub(crate) holdings: Holdings,
+    /// The node ID of the replica serving the stream; empty from replicas
+    /// that do not write it.
+    #[serde(default)]
+    pub(crate) replica: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

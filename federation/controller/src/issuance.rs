@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use causeway_proto::controller::v1 as pb;
 use causeway_store::Store;
-use causeway_trust::{CaError, IssuedSvid, SpiffeId, TrustBundle, Validity};
+use causeway_trust::{CaError, IssuedSvid, SpiffeId, SvidInfo, TrustBundle, Validity};
 use tonic::Status;
 
 use crate::ca::{self, CaState, LiveCa};
+use crate::forgotten;
 use crate::gateways::{self, GatewayRecord};
 use crate::keys;
 use crate::metrics::Metrics;
@@ -57,7 +58,7 @@ impl Issuer {
         self.metrics.join_tokens.with_label_values(&["used"]).inc();
         self.metrics.svids_issued.with_label_values(&["join"]).inc();
         tracing::info!(gateway = %valid.gateway, serial = %issued.info.serial, "gateway joined");
-        self.record(&valid.gateway, &issued, true).await;
+        self.record(&valid.gateway, &issued, Record::Join).await;
         self.respond(issued).await
     }
 
@@ -73,24 +74,56 @@ impl Issuer {
         };
         let ca = self.ca.current();
         let td = ca.ca.trust_domain();
-        let (id, name) = peer_gateway(td, peer).ok_or_else(|| {
+        let (svid_info, name) = peer_gateway(td, peer).ok_or_else(|| {
             refuse(
                 "wrong_id",
                 Status::unauthenticated("renewal needs the gateway's current SVID (mutual TLS)"),
             )
         })?;
+        let (forgotten, fence) = forgotten::covering(&self.store, &name, &svid_info)
+            .await
+            .map_err(|e| refuse("store", Status::from(e)))?;
+        if let Some(t) = forgotten {
+            return Err(refuse(
+                "forgotten",
+                Status::permission_denied(t.refusal(&name)),
+            ));
+        }
+        let id = svid_info.spiffe_id.clone();
         let issued = sign(&ca, self.svid_ttl, &req.csr_der, &id).map_err(|(r, s)| refuse(r, s))?;
+        let mut fence = fence;
+        for _ in 0..2 {
+            if self.record(&name, &issued, Record::Renew(fence)).await != Recorded::Forgotten {
+                break;
+            }
+            // The tombstone changed while we signed: forgotten now (the
+            // SVID is not handed out), or cleared by a Join (record again).
+            let (t, revision) = forgotten::covering(&self.store, &name, &svid_info)
+                .await
+                .map_err(|e| refuse("store", Status::from(e)))?;
+            if let Some(t) = t {
+                return Err(refuse(
+                    "forgotten",
+                    Status::permission_denied(t.refusal(&name)),
+                ));
+            }
+            fence = revision;
+        }
         self.metrics
             .svids_issued
             .with_label_values(&["renew"])
             .inc();
         tracing::info!(gateway = %name, serial = %issued.info.serial, "gateway SVID renewed");
-        self.record(&name, &issued, false).await;
         self.respond(issued).await
     }
 
-    async fn record(&self, name: &str, issued: &IssuedSvid, joined: bool) {
+    /// Records the SVID issued to `name`: a Join clears the name's
+    /// tombstone in the same transaction; a Renew writes only if the
+    /// tombstone is as it was when the SVID was checked. A store failure is
+    /// logged, not fatal: the SVID is valid either way.
+    async fn record(&self, name: &str, issued: &IssuedSvid, how: Record) -> Recorded {
         let key = format!("{}{name}", keys::GATEWAYS);
+        let joined = matches!(how, Record::Join);
         let joined_unix = match self.store.get(&key).await.ok().and_then(|r| r.kv) {
             Some(kv) if !joined => serde_json::from_slice::<GatewayRecord>(&kv.value)
                 .map(|r| r.joined_unix)
@@ -104,14 +137,31 @@ impl Issuer {
             svid_expires_unix: issued.info.not_after,
         };
         let Ok(value) = serde_json::to_vec(&record) else {
-            return;
+            return Recorded::Failed;
         };
-        if let Err(e) = self
-            .store
-            .txn(causeway_store::Txn::new().put(key, value))
-            .await
-        {
-            tracing::warn!(gateway = name, error = %e, "recording the gateway's SVID failed");
+        let tombstone = forgotten::key(name);
+        let txn = match how {
+            Record::Join => {
+                if let Ok((Some(t), _)) = forgotten::read(&self.store, name).await {
+                    tracing::info!(
+                        gateway = name,
+                        forgotten_unix = t.forgotten_unix,
+                        "a forgotten gateway joined again"
+                    );
+                }
+                causeway_store::Txn::new().put(key, value).delete(tombstone)
+            }
+            Record::Renew(fence) => causeway_store::Txn::new()
+                .when(causeway_store::Compare::ModRevision(tombstone, fence))
+                .put(key, value),
+        };
+        match self.store.txn(txn).await {
+            Ok(r) if r.applied => Recorded::Written,
+            Ok(_) => Recorded::Forgotten,
+            Err(e) => {
+                tracing::warn!(gateway = name, error = %e, "recording the gateway's SVID failed");
+                Recorded::Failed
+            }
         }
     }
 
@@ -152,16 +202,36 @@ pub(crate) async fn own_bundle(
     })
 }
 
-/// The gateway a verified client chain belongs to: its ID and name.
+/// The gateway a verified client chain belongs to: its SVID (ID, serial,
+/// validity) and name.
 pub(crate) fn peer_gateway(
     td: &causeway_trust::TrustDomain,
     peer: Option<&PeerCerts>,
-) -> Option<(SpiffeId, String)> {
+) -> Option<(SvidInfo, String)> {
     let certs = peer?.0.as_ref()?;
     let leaf = certs.first()?;
-    let id = causeway_trust::svid::check_leaf(leaf).ok()?.spiffe_id;
-    let name = gateways::name_of(td, &id)?;
-    Some((id, name))
+    let info = causeway_trust::svid::check_leaf(leaf).ok()?;
+    let name = gateways::name_of(td, &info.spiffe_id)?;
+    Some((info, name))
+}
+
+/// How an SVID is recorded.
+#[derive(Debug, Clone, Copy)]
+enum Record {
+    Join,
+    /// The revision of the name's tombstone key when the renewal was
+    /// checked (0: none).
+    Renew(causeway_store::Revision),
+}
+
+/// What recording an SVID did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    Written,
+    /// The tombstone changed since the renewal was checked.
+    Forgotten,
+    /// The store failed (logged).
+    Failed,
 }
 
 fn sign(

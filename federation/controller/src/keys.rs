@@ -18,6 +18,7 @@
 //! | `tokens/<id>` | [`crate::tokens::StoredToken`] JSON (secret hashed) | create token; deleted (CAS) when used |
 //! | `tokens-used/<id>` | the gateway and time of use | join |
 //! | `gateways/<name>` | [`crate::gateways::GatewayRecord`] JSON: ID, last SVID | join, renew |
+//! | `forgotten/<name>` | [`crate::forgotten::Tombstone`] JSON: a gateway forgotten by `causeway gateways forget`: its ID, the serials of the SVIDs it held, when and by whom; Renew and the config stream refuse its SVIDs | gateways forget (with the delete of `gateways/<name>`, CAS: not connected); deleted by a Join of the name |
 //! | `connected/<name>` | [`crate::gateways::StreamStatus`] JSON, under the serving replica's lease | the config stream |
 
 pub(crate) const CA: &str = "ca/";
@@ -36,6 +37,7 @@ pub(crate) const TOKENS: &str = "tokens/";
 pub(crate) const TOKENS_USED: &str = "tokens-used/";
 pub(crate) const GATEWAYS: &str = "gateways/";
 pub(crate) const CONNECTED: &str = "connected/";
+pub(crate) const FORGOTTEN: &str = "forgotten/";
 
 pub(crate) fn resource(kind: &str, name: &str) -> String {
     format!("{RESOURCES}{kind}/{name}")

@@ -7,6 +7,8 @@
 //! - `ca`: the root (created once by the leader, or from files) and the
 //!   published bundle; `identity`: the controller's own serving SVID;
 //! - `tokens`: one-time join tokens; `issuance`: Join and Renew;
+//!   `forgotten`: gateways forgotten by an operator, whose SVIDs are
+//!   refused;
 //! - `snapshot`: compiling Services and Peerings into the gateways'
 //!   `ConfigSnapshot`; `stream`: the config stream with ACK/NACK and
 //!   holdings; `leader`: leader-gated writes;
@@ -28,6 +30,7 @@ mod error;
 mod federate;
 mod federation;
 mod follow;
+mod forgotten;
 mod front;
 pub mod gateways;
 mod health;

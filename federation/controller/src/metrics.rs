@@ -6,13 +6,16 @@ use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every refusal reason of SVID issuance, so each series exists from the
 /// start.
-pub const REFUSAL_REASONS: [&str; 6] = [
+pub const REFUSAL_REASONS: [&str; 7] = [
     "bad_token",
     "reused_token",
     "expired_token",
     "bad_csr",
     "wrong_id",
     "store",
+    // A renewal with an SVID of a gateway forgotten by `causeway gateways
+    // forget`.
+    "forgotten",
 ];
 
 #[derive(Debug, Clone)]

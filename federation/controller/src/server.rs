@@ -178,6 +178,7 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
             feed,
             metrics: metrics.clone(),
             lease: lease.id,
+            node: node.clone(),
         },
     };
     let incoming = crate::tls::accept(api_listener, tls);

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use causeway_proto::controller::v1 as pb;
 use causeway_store::{Compare, LeaseId, Revision, Store, Txn};
-use causeway_trust::TrustDomain;
+use causeway_trust::{SvidInfo, TrustDomain};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use crate::forgotten;
 use crate::gateways::{Holdings, StreamStatus};
 use crate::issuance::peer_gateway;
 use crate::keys;
@@ -33,25 +34,34 @@ pub(crate) struct Streams {
     pub(crate) feed: Feed,
     pub(crate) metrics: Metrics,
     pub(crate) lease: LeaseId,
+    /// This replica's node ID, recorded with each stream's status.
+    pub(crate) node: String,
 }
 
 impl Streams {
-    pub(crate) fn open(
+    pub(crate) async fn open(
         &self,
         peer: Option<&PeerCerts>,
         inbound: Streaming<pb::GatewayMessage>,
     ) -> Result<Outbound, Status> {
-        let (id, name) = peer_gateway(&self.trust_domain, peer).ok_or_else(|| {
+        let (svid, name) = peer_gateway(&self.trust_domain, peer).ok_or_else(|| {
             Status::unauthenticated("the config stream needs the gateway's SVID (mutual TLS)")
         })?;
+        if let Some(t) = forgotten::covering(&self.store, &name, &svid).await?.0 {
+            let message = t.refusal(&name);
+            tracing::warn!(gateway = %name, serial = %svid.serial, "config stream refused: forgotten");
+            return Err(Status::permission_denied(message));
+        }
         let (tx, rx) = mpsc::channel(4);
         let run = StreamTask {
             streams: self.clone(),
             name,
             status: StreamStatus {
-                spiffe_id: id.to_string(),
+                spiffe_id: svid.spiffe_id.to_string(),
+                replica: self.node.clone(),
                 ..StreamStatus::default()
             },
+            svid,
             written: None,
             tx,
         };
@@ -64,6 +74,8 @@ struct StreamTask {
     streams: Streams,
     name: String,
     status: StreamStatus,
+    /// The SVID the gateway connected with.
+    svid: SvidInfo,
     /// The revision of our last status write, to delete only our own.
     written: Option<Revision>,
     tx: mpsc::Sender<Result<pb::ConfigSnapshot, Status>>,
@@ -101,6 +113,22 @@ impl StreamTask {
             self.status.holdings = Holdings::from(h);
         }
         self.write().await;
+        // Forgotten between the open and our write of `connected/`: the
+        // forget did not see the stream, so the stream must see it.
+        match forgotten::covering(&self.streams.store, &self.name, &self.svid).await {
+            Ok((None, _)) => {}
+            Ok((Some(t), _)) => {
+                let _ = self
+                    .tx
+                    .send(Err(Status::permission_denied(t.refusal(&self.name))))
+                    .await;
+                return self.close().await;
+            }
+            Err(e) => {
+                let _ = self.tx.send(Err(Status::from(e))).await;
+                return self.close().await;
+            }
+        }
         let mut feed = self.streams.feed.clone();
         let current = feed.borrow_and_update().clone();
         if let Some(snap) = current

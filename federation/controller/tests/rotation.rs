@@ -427,3 +427,96 @@ async fn a_rotation_survives_its_leader_and_switches_every_replica() {
     other.shutdown().await;
     etcd.kill();
 }
+
+/// A gateway that is gone for good (stopped while a rotation waits for it)
+/// pauses the rotation; once it is forgotten, resume completes it with the
+/// gateway that is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_paused_on_a_gone_gateway_completes_after_forget_and_resume() {
+    let dir = TempDir::new().unwrap();
+    let east = start(dir.path(), EAST).await;
+    let gone = gateway(&east, EAST, "east-1").await;
+    let stays = gateway(&east, EAST, "east-2").await;
+    assert!(
+        eventually(Duration::from_secs(15), async || verify(&east)
+            .await
+            .in_sync)
+        .await,
+        "{:?}",
+        verify(&east).await
+    );
+    gone.frozen.store(true, Ordering::Relaxed);
+    start_rotation(&east, 1)
+        .await
+        .unwrap()
+        .current
+        .expect("started");
+    assert!(
+        eventually(Duration::from_secs(15), async || status(&east)
+            .await
+            .current
+            .is_some_and(|r| r.paused.contains("east-1")))
+        .await,
+        "{:?}",
+        status(&east).await
+    );
+    // Its VM is deleted: the stream ends, and resume alone does not help
+    // (its SVID has not expired: it must be accounted for).
+    drop(gone);
+    let connected = async || {
+        admin(&east)
+            .await
+            .list_gateways(pb::ListGatewaysRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .gateways
+            .iter()
+            .any(|g| g.name == "east-1" && g.connected)
+    };
+    assert!(eventually(Duration::from_secs(10), async || !connected().await).await);
+    let resume = async || {
+        admin(&east)
+            .await
+            .resume_rotation(pb::ResumeRotationRequest {
+                resumed_by: "test".into(),
+            })
+            .await
+            .unwrap()
+    };
+    resume().await;
+    assert!(
+        eventually(Duration::from_secs(15), async || status(&east)
+            .await
+            .current
+            .is_some_and(|r| r.paused.contains("east-1: not connected")))
+        .await,
+        "{:?}",
+        status(&east).await
+    );
+    let forgot = eventually(Duration::from_secs(10), async || {
+        admin(&east)
+            .await
+            .forget_gateway(pb::ForgetGatewayRequest {
+                name: "east-1".into(),
+                forgotten_by: "test".into(),
+            })
+            .await
+            .is_ok_and(|r| !r.into_inner().rotation_paused.is_empty())
+    })
+    .await;
+    assert!(forgot, "{:?}", status(&east).await);
+    resume().await;
+    let done = finished(&east, Duration::from_secs(30)).await;
+    assert_eq!(done.outcome, "completed", "{done:?}");
+    assert!(
+        eventually(Duration::from_secs(10), async || verify(&east)
+            .await
+            .in_sync)
+        .await,
+        "{:?}",
+        verify(&east).await
+    );
+    drop(stays);
+    east.shutdown().await;
+}
