@@ -97,7 +97,7 @@ impl Issuer {
                 break;
             }
             // The tombstone changed while we signed: forgotten now (the
-            // SVID is not handed out), or cleared by a Join (record again).
+            // SVID is not handed out), or swept (record again).
             let (t, revision) = forgotten::covering(&self.store, &name, &svid_info)
                 .await
                 .map_err(|e| refuse("store", Status::from(e)))?;
@@ -117,9 +117,8 @@ impl Issuer {
         self.respond(issued).await
     }
 
-    /// Records the SVID issued to `name`: a Join clears the name's
-    /// tombstone in the same transaction; a Renew writes only if the
-    /// tombstone is as it was when the SVID was checked. A store failure is
+    /// Records the SVID issued to `name`: a Renew writes only if the
+    /// name's tombstone is as it was when the SVID was checked. A store failure is
     /// logged, not fatal: the SVID is valid either way.
     async fn record(&self, name: &str, issued: &IssuedSvid, how: Record) -> Recorded {
         let key = format!("{}{name}", keys::GATEWAYS);
@@ -141,15 +140,18 @@ impl Issuer {
         };
         let tombstone = forgotten::key(name);
         let txn = match how {
+            // The tombstone stays: it refuses only SVIDs issued before the
+            // forget, so the old machine's SVID cannot renew its way back
+            // in, and the new one is not concerned.
             Record::Join => {
                 if let Ok((Some(t), _)) = forgotten::read(&self.store, name).await {
                     tracing::info!(
                         gateway = name,
                         forgotten_unix = t.forgotten_unix,
-                        "a forgotten gateway joined again"
+                        "a forgotten gateway joined again; its SVIDs from before stay refused"
                     );
                 }
-                causeway_store::Txn::new().put(key, value).delete(tombstone)
+                causeway_store::Txn::new().put(key, value)
             }
             Record::Renew(fence) => causeway_store::Txn::new()
                 .when(causeway_store::Compare::ModRevision(tombstone, fence))

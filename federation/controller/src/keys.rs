@@ -18,7 +18,7 @@
 //! | `tokens/<id>` | [`crate::tokens::StoredToken`] JSON (secret hashed) | create token; deleted (CAS) when used |
 //! | `tokens-used/<id>` | the gateway and time of use | join |
 //! | `gateways/<name>` | [`crate::gateways::GatewayRecord`] JSON: ID, last SVID | join, renew |
-//! | `forgotten/<name>` | [`crate::forgotten::Tombstone`] JSON: a gateway forgotten by `causeway gateways forget`: its ID, the serials of the SVIDs it held, when and by whom; Renew and the config stream refuse its SVIDs | gateways forget (with the delete of `gateways/<name>`, CAS: not connected); deleted by a Join of the name |
+//! | `forgotten/<name>` | [`crate::forgotten::Tombstone`] JSON: a gateway forgotten by `causeway gateways forget`: its ID, the serials of the SVIDs it held, when and by whom; Renew and the config stream refuse its SVIDs | gateways forget (with the delete of `gateways/<name>`, CAS: not connected); kept through a new Join of the name (only SVIDs issued before the forget are refused); swept by the leader an hour after the last of them expires |
 //! | `connected/<name>` | [`crate::gateways::StreamStatus`] JSON, under the serving replica's lease | the config stream |
 
 pub(crate) const CA: &str = "ca/";

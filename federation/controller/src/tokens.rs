@@ -232,7 +232,8 @@ pub(crate) async fn consume(
 pub(crate) const KEPT_AFTER_EXPIRY: i64 = 3600;
 
 /// Leader only: deletes token records and tombstones whose token expired
-/// more than [`KEPT_AFTER_EXPIRY`] ago. Returns how many went.
+/// more than [`KEPT_AFTER_EXPIRY`] ago, and forgotten gateways' tombstones
+/// whose last SVID did. Returns how many went.
 pub(crate) async fn sweep(store: &Arc<dyn Store>, fence: Compare) -> Result<usize, StoreError> {
     let cutoff = now_unix().saturating_sub(KEPT_AFTER_EXPIRY);
     let mut gone = Vec::new();
@@ -253,6 +254,16 @@ pub(crate) async fn sweep(store: &Arc<dyn Store>, fence: Compare) -> Result<usiz
             if expires < cutoff {
                 gone.push(kv.key);
             }
+        }
+    }
+    // Tombstones of forgotten gateways, once every SVID they refuse has
+    // expired (unknown expiry: kept).
+    for kv in store.list(keys::FORGOTTEN).await?.kvs {
+        if let Ok(t) = serde_json::from_slice::<crate::forgotten::Tombstone>(&kv.value)
+            && t.svid_expires_unix != 0
+            && t.svid_expires_unix < cutoff
+        {
+            gone.push(kv.key);
         }
     }
     // In transactions the store takes: thousands of tokens may expire
@@ -319,7 +330,27 @@ mod tests {
             assert!(store.txn(t).await.unwrap().applied);
         }
         assert_eq!(sweep(&store, always.clone()).await.unwrap(), many);
-        assert_eq!(sweep(&store, always).await.unwrap(), 0);
+        assert_eq!(sweep(&store, always.clone()).await.unwrap(), 0);
+        // Forgotten gateways' tombstones: swept once their last SVID has
+        // long expired; kept while it may still be valid, or unknown.
+        for (name, expires) in [("gone", old), ("recent", now_unix() + 600), ("unknown", 0)] {
+            let t = put(
+                format!("{}{name}", keys::FORGOTTEN),
+                serde_json::json!({"spiffe_id": "", "svid_serials": [], "svid_expires_unix": expires,
+                    "forgotten_unix": old, "forgotten_by": "t"}),
+            );
+            assert!(store.txn(t).await.unwrap().applied);
+        }
+        assert_eq!(sweep(&store, always).await.unwrap(), 1);
+        let left: Vec<String> = store
+            .list(keys::FORGOTTEN)
+            .await
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(left, ["forgotten/recent", "forgotten/unknown"]);
         // The live token still joins; the used one is still "already used".
         assert!(check(&store, &live, "pin").await.is_ok());
         assert!(matches!(

@@ -72,7 +72,7 @@ fn serial(j: &Joined) -> String {
 }
 
 #[tokio::test]
-async fn a_forgotten_gateway_is_refused_until_it_joins_again() {
+async fn a_forgotten_gateway_stops_counting_and_its_old_svids_stay_refused_after_a_new_join() {
     let dir = TempDir::new().unwrap();
     let c = start(dir.path(), EAST).await;
     let scrape = testing::scrape(c.metrics.unwrap()).await;
@@ -139,8 +139,9 @@ async fn a_forgotten_gateway_is_refused_until_it_joins_again() {
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("already forgotten"), "{e:?}");
 
-    // Added again on purpose: a new token joins, clears the tombstone; the
-    // new SVID renews and streams.
+    // Added again on purpose: a new token joins; the new SVID renews and
+    // streams, while the old machine's SVIDs stay refused (the tombstone
+    // stays until they have expired).
     let again = join(&c, "east-1").await;
     assert!(
         c.store()
@@ -148,8 +149,13 @@ async fn a_forgotten_gateway_is_refused_until_it_joins_again() {
             .await
             .unwrap()
             .kv
-            .is_none()
+            .is_some()
     );
+    for held in [&last, &first] {
+        let e = testing::renew(c.api, held).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    }
+    assert_eq!(refused_forgotten(&c).await, 4.0);
     let renewed = testing::renew(c.api, &again).await.unwrap();
     let mut stream = ConfigStream::open(c.api, &renewed, "east-1").await.unwrap();
     stream.next().await.unwrap();
@@ -160,8 +166,17 @@ async fn a_forgotten_gateway_is_refused_until_it_joins_again() {
         "{:?}",
         verify(&c).await
     );
-    assert_eq!(refused_forgotten(&c).await, 2.0);
+    assert_eq!(refused_forgotten(&c).await, 4.0);
+    // Forgotten again: the new tombstone covers the re-joined SVIDs too.
     drop(stream);
+    assert!(
+        eventually(Duration::from_secs(10), async || forget(&c, "east-1")
+            .await
+            .is_ok())
+        .await
+    );
+    let e = testing::renew(c.api, &renewed).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     c.shutdown().await;
 }
 
