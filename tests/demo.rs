@@ -324,24 +324,44 @@ fn keep_running_serves_plain_http_at_the_json_addresses_and_stops_on_sigterm() {
         "payments at west.globex.example: GET /from-the-test from \
          spiffe://east.acme.example/ns/shop/sa/frontend (principal east-frontend)"
     );
-    // The same with curl, where there is one.
-    if Path::new("/usr/bin/curl").exists() {
-        let out = Command::new("/usr/bin/curl")
-            .args(["-sS", "-H", "Host: payments.west"])
-            .arg(format!("http://{frontend}/curl"))
+    // The same with a plain curl (.ci/install-deps installs it).
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(args)
             .output()
-            .unwrap();
-        let body = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && body.starts_with("payments at west.globex.example: GET /curl"),
-            "{out:?}"
-        );
-    }
+            .expect("curl is installed (.ci/install-deps)")
+    };
+    let out = curl(&[
+        "-sS",
+        "-H",
+        "Host: payments.west",
+        &format!("http://{frontend}/curl"),
+    ]);
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && body.starts_with("payments at west.globex.example: GET /curl"),
+        "{out:?}"
+    );
     // Refused by west's policy: east's batch job.
-    let (status, headers, body) = http_get(&listener(east_gw, "batch"), "payments.west");
+    let batch = listener(east_gw, "batch");
+    let (status, headers, body) = http_get(&batch, "payments.west");
     assert_eq!(status, 403, "{headers:?} {body}");
     assert_eq!(headers["x-causeway-refusal"], "denied");
     assert!(body.starts_with("403 denied: no rule allows"), "{body}");
+    let out = curl(&[
+        "-sS",
+        "-i",
+        "-H",
+        "Host: payments.west",
+        &format!("http://{batch}/"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text.starts_with("HTTP/1.1 403")
+            && text.contains("x-causeway-refusal: denied"),
+        "{out:?}"
+    );
     // West to east, and in cluster at east.
     let (status, _, body) = http_get(&listener(west_gw, "payments"), "inventory.east");
     assert_eq!(status, 200, "{body}");
