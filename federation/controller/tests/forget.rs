@@ -23,17 +23,7 @@ async fn admin(c: &Running) -> pb::admin_api_client::AdminApiClient<tonic::trans
 }
 
 async fn join(c: &Running, name: &str) -> Joined {
-    let token = admin(c)
-        .await
-        .create_token(pb::CreateTokenRequest {
-            gateway: name.into(),
-            ttl_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    testing::join(c.api, &token, name, EAST).await.unwrap()
+    join_with_token(c, EAST, name).await
 }
 
 async fn forget(c: &Running, name: &str) -> Result<pb::ForgetGatewayResponse, tonic::Status> {
@@ -187,11 +177,7 @@ async fn forgetting_a_connected_unknown_or_misnamed_gateway_is_refused() {
     let joined = join(&c, "east-2").await;
     let mut stream = ConfigStream::open(c.api, &joined, "east-2").await.unwrap();
     stream.next().await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), async || verify(&c).await.in_sync).await,
-        "{:?}",
-        verify(&c).await
-    );
+    until_in_sync(&c, Duration::from_secs(10)).await;
     let e = forget(&c, "east-2").await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(

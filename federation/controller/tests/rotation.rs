@@ -39,19 +39,7 @@ impl Drop for Gateway {
 }
 
 async fn gateway(c: &Running, td: &str, name: &str) -> Gateway {
-    let token = {
-        let mut admin = client::admin(&c.admin_socket).await.unwrap();
-        admin
-            .create_token(pb::CreateTokenRequest {
-                gateway: name.into(),
-                ttl_seconds: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .token
-    };
-    let joined = testing::join(c.api, &token, name, td).await.unwrap();
+    let joined = join_with_token(c, td, name).await;
     let stream = ConfigStream::open(c.api, &joined, name).await.unwrap();
     let frozen = Arc::new(AtomicBool::new(false));
     let task = tokio::spawn(follow(c.api, td.to_owned(), joined, stream, frozen.clone()));
@@ -204,14 +192,7 @@ async fn rotation_refuses_pauses_resumes_aborts_and_completes() {
 
     // West's gateway comes back (joins again under its name).
     let west_gw = gateway(&west, WEST, "west-1").await;
-    assert!(
-        eventually(Duration::from_secs(15), async || verify(&east)
-            .await
-            .in_sync)
-        .await,
-        "{:?}",
-        verify(&east).await
-    );
+    until_in_sync(&east, Duration::from_secs(15)).await;
 
     // 2. A wait that times out pauses, naming who is behind, and never
     //    goes on; resume goes on once the party is back.
@@ -258,14 +239,7 @@ async fn rotation_refuses_pauses_resumes_aborts_and_completes() {
     let (seq2, roots2) = published(&east).await;
     assert_eq!((seq2, roots2), (seq0 + 2, vec![old_root.clone()]));
     assert_eq!(east.ca.current().pin, old_root);
-    assert!(
-        eventually(Duration::from_secs(15), async || verify(&east)
-            .await
-            .in_sync)
-        .await,
-        "{:?}",
-        verify(&east).await
-    );
+    until_in_sync(&east, Duration::from_secs(15)).await;
 
     // 4. A full rotation: paused while west's gateway lags, resumed once
     //    it is back; completes, every step recorded with its time.
@@ -437,14 +411,7 @@ async fn a_rotation_paused_on_a_gone_gateway_completes_after_forget_and_resume()
     let east = start(dir.path(), EAST).await;
     let gone = gateway(&east, EAST, "east-1").await;
     let stays = gateway(&east, EAST, "east-2").await;
-    assert!(
-        eventually(Duration::from_secs(15), async || verify(&east)
-            .await
-            .in_sync)
-        .await,
-        "{:?}",
-        verify(&east).await
-    );
+    until_in_sync(&east, Duration::from_secs(15)).await;
     gone.frozen.store(true, Ordering::Relaxed);
     start_rotation(&east, 1)
         .await
@@ -509,14 +476,7 @@ async fn a_rotation_paused_on_a_gone_gateway_completes_after_forget_and_resume()
     resume().await;
     let done = finished(&east, Duration::from_secs(30)).await;
     assert_eq!(done.outcome, "completed", "{done:?}");
-    assert!(
-        eventually(Duration::from_secs(10), async || verify(&east)
-            .await
-            .in_sync)
-        .await,
-        "{:?}",
-        verify(&east).await
-    );
+    until_in_sync(&east, Duration::from_secs(10)).await;
     drop(stays);
     east.shutdown().await;
 }

@@ -118,3 +118,28 @@ pub(crate) async fn eventually<F: AsyncFn() -> bool>(within: Duration, f: F) -> 
     }
     false
 }
+
+/// A gateway of `td` joined at `c` with a fresh one-time token.
+pub(crate) async fn join_with_token(c: &Running, td: &str, name: &str) -> testing::Joined {
+    let token = client::admin(&c.admin_socket)
+        .await
+        .unwrap()
+        .create_token(pb::CreateTokenRequest {
+            gateway: name.into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    testing::join(c.api, &token, name, td).await.unwrap()
+}
+
+/// Waits until `bundles verify` at `c` is in sync, or fails with its report.
+pub(crate) async fn until_in_sync(c: &Running, within: Duration) {
+    assert!(
+        eventually(within, async || verify(c).await.in_sync).await,
+        "{:?}",
+        verify(c).await
+    );
+}
