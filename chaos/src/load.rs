@@ -250,8 +250,9 @@ async fn run(
 }
 
 /// One GET on a new connection: the status and `x-seen-by` (with the
-/// gateway's refusal reason, if any).
-async fn call(target: SocketAddr, host: &str) -> Result<(u16, String), String> {
+/// gateway's refusal reason, if any). The end-to-end tests' load uses it
+/// too.
+pub async fn call(target: SocketAddr, host: &str) -> Result<(u16, String), String> {
     let tcp = tokio::net::TcpStream::connect(target)
         .await
         .map_err(|e| format!("connect: {e}"))?;

@@ -18,10 +18,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-
 /// A request without a whole answer in this time failed.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between two requests.
@@ -153,12 +149,15 @@ async fn run(shared: Arc<Shared>, target: SocketAddr, host: &'static str, upstre
             }
         }
         let start = Instant::now();
-        let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, call(target, host)).await {
-            Ok(Ok((200, by))) if by == upstream => Ok(()),
-            Ok(Ok((status, by))) => Err(format!("{status} x-seen-by={by:?}")),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no answer in {REQUEST_TIMEOUT:?}")),
-        };
+        let outcome =
+            match tokio::time::timeout(REQUEST_TIMEOUT, causeway_chaos::load::call(target, host))
+                .await
+            {
+                Ok(Ok((200, by))) if by == upstream => Ok(()),
+                Ok(Ok((status, by))) => Err(format!("{status} x-seen-by={by:?}")),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!("no answer in {REQUEST_TIMEOUT:?}")),
+            };
         let now = Instant::now();
         {
             let mut guard = shared.state.lock().unwrap();
@@ -184,46 +183,6 @@ async fn run(shared: Arc<Shared>, target: SocketAddr, host: &'static str, upstre
             }
         }
         tokio::time::sleep(INTERVAL).await;
-    }
-}
-
-/// One GET on a new connection: the status and `x-seen-by`.
-async fn call(target: SocketAddr, host: &str) -> Result<(u16, String), String> {
-    let tcp = tokio::net::TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(conn);
-    let req = http::Request::builder()
-        .uri("/load")
-        .header("host", host)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = tx
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    let status = resp.status().as_u16();
-    let by = resp
-        .headers()
-        .get("x-seen-by")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let refusal = resp
-        .headers()
-        .get("x-causeway-refusal")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    resp.into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?;
-    match refusal {
-        Some(r) => Ok((status, format!("{by} (refusal: {r})"))),
-        None => Ok((status, by)),
     }
 }
 
