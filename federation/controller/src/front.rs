@@ -56,7 +56,7 @@ pub(crate) fn serve(
                     // A refused client certificate is a peer controller
                     // that cannot reach us: worth a warning. Anything else
                     // (a scanner, a client without TLS) is not.
-                    Ok(Err(e)) if e.to_string().contains("certificate") => {
+                    Ok(Err(e)) if refused_certificate(&e) => {
                         tracing::warn!(%remote, error = %e, "public port: a client certificate was refused");
                         return;
                     }
@@ -107,4 +107,37 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Whether a failed handshake refused the client's certificate (rather
+/// than failing for want of TLS, say), from the rustls error inside.
+fn refused_certificate(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+    )
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::refused_certificate;
+    use std::io;
+
+    #[test]
+    fn only_a_refused_client_certificate_counts() {
+        let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        assert!(refused_certificate(&wrap(
+            rustls::Error::NoCertificatesPresented
+        )));
+        assert!(refused_certificate(&wrap(
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+        )));
+        assert!(!refused_certificate(&wrap(
+            rustls::Error::HandshakeNotComplete
+        )));
+        assert!(!refused_certificate(&io::Error::other(
+            "certificate in the text only"
+        )));
+    }
 }
