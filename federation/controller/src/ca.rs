@@ -194,26 +194,59 @@ pub fn short(pin: &str) -> &str {
     pin.get(..12).unwrap_or(pin)
 }
 
+/// The roots the own bundle must hold, as one read of the store saw them,
+/// and the compares that hold for as long as they are unchanged.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredRoots {
+    /// The issuing root and, during a rotation, the other one.
+    pub(crate) roots: Vec<CertificateDer<'static>>,
+    /// `ca/root` and `ca/standby` are as read.
+    unchanged: Vec<Compare>,
+}
+
+impl StoredRoots {
+    /// The roots whose pin is one of `pins`.
+    pub(crate) fn with_pins(&self, pins: &[&String]) -> Vec<CertificateDer<'static>> {
+        self.roots
+            .iter()
+            .filter(|r| pins.iter().any(|p| **p == sha256_hex(r)))
+            .cloned()
+            .collect()
+    }
+}
+
 /// The roots the own bundle must hold now: the issuing root, and during a
-/// rotation the other one (`ca/standby`).
+/// rotation the other one (`ca/standby`). Both keys come from one read, at
+/// one revision: a rotation swaps them in one transaction, and two reads
+/// on either side of the swap would see the old root twice and the new one
+/// never.
 pub(crate) async fn bundle_roots(
     store: &Arc<dyn Store>,
     source: &CaSource,
     live: &CaState,
-) -> Result<Vec<CertificateDer<'static>>> {
+) -> Result<StoredRoots> {
     if let CaSource::Files { .. } = source {
-        return Ok(vec![live.root.clone()]);
+        return Ok(StoredRoots {
+            roots: vec![live.root.clone()],
+            unchanged: Vec::new(),
+        });
     }
+    let read = store.list(keys::CA).await?;
     let mut roots = Vec::new();
+    let mut unchanged = Vec::new();
     for key in [keys::ROOT, keys::STANDBY] {
-        if let Some(kv) = store.get(key).await?.kv {
-            roots.push(parse_root(key, &kv.value)?.cert().clone());
+        match read.kvs.iter().find(|kv| kv.key == key) {
+            Some(kv) => {
+                roots.push(parse_root(key, &kv.value)?.cert().clone());
+                unchanged.push(Compare::ModRevision(key.into(), kv.mod_revision));
+            }
+            None => unchanged.push(Compare::Absent(key.into())),
         }
     }
     if roots.is_empty() {
         roots.push(live.root.clone());
     }
-    Ok(roots)
+    Ok(StoredRoots { roots, unchanged })
 }
 
 /// The value of `key`, waiting until it exists.
@@ -241,14 +274,16 @@ pub(crate) async fn wait_for(store: &Arc<dyn Store>, key: &str) -> Result<Vec<u8
 
 /// Leader only: publishes the own bundle when what is published differs
 /// from `roots`, with the next sequence number. Returns the sequence
-/// published now or already.
+/// published now or already. The write holds only while the roots are as
+/// read: a bundle computed before a rotation's swap and written after it
+/// would drop the root that issues; that race is a [`ControllerError::Conflict`].
 pub(crate) async fn publish_bundle(
     store: &Arc<dyn Store>,
     fence: Compare,
     td: &TrustDomain,
-    roots: Vec<CertificateDer<'static>>,
+    roots: StoredRoots,
 ) -> Result<u64> {
-    let wanted = TrustBundle::new(td.clone(), roots);
+    let wanted = TrustBundle::new(td.clone(), roots.roots);
     let read = store.get(keys::OWN_BUNDLE).await?;
     let (sequence, mod_revision) = match &read.kv {
         Some(kv) => {
@@ -269,18 +304,25 @@ pub(crate) async fn publish_bundle(
         document: bundle.to_json(),
     })
     .map_err(|e| ControllerError::corrupt(keys::OWN_BUNDLE, e))?;
-    let txn = Txn::new()
-        .when(fence)
+    let txn = roots
+        .unchanged
+        .into_iter()
+        .fold(Txn::new().when(fence), Txn::when)
         .when(Compare::ModRevision(keys::OWN_BUNDLE.into(), mod_revision))
         .put(keys::OWN_BUNDLE, value);
     if !store.txn(txn).await?.applied {
         return Err(ControllerError::Conflict(
-            "the published bundle changed meanwhile".into(),
+            "the published bundle or the stored roots changed meanwhile".into(),
         ));
     }
+    let pins: Vec<String> = bundle
+        .x509_authorities()
+        .iter()
+        .map(|r| short(&sha256_hex(r)).to_owned())
+        .collect();
     tracing::info!(
         sequence,
-        roots = bundle.x509_authorities().len(),
+        roots = %pins.join(", "),
         "published the trust domain's bundle"
     );
     Ok(sequence)
@@ -293,5 +335,76 @@ pub(crate) async fn published(store: &Arc<dyn Store>) -> Result<Option<Published
             .map(Some)
             .map_err(|e| ControllerError::corrupt(keys::OWN_BUNDLE, e)),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    /// A bundle computed from the roots before a change of `ca/` is not
+    /// written after it: the leader's publish and the rotation's swap run
+    /// side by side, and a stale computation would drop the issuing root.
+    #[tokio::test]
+    async fn a_bundle_of_roots_that_changed_meanwhile_is_not_published() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            causeway_store::EmbeddedStore::open(dir.path().join("s"))
+                .await
+                .unwrap(),
+        );
+        let td = TrustDomain::new("alpha.example").unwrap();
+        let ttl = Duration::from_secs(3600);
+        let source = CaSource::Store { root_ttl: ttl };
+        let fence = Compare::Absent("no-such-key".into());
+        let old = Authority::new_root(&td, ttl).unwrap();
+        let new = Authority::new_root(&td, ttl).unwrap();
+        let put = Txn::new()
+            .put(keys::ROOT, store_form(&old).unwrap())
+            .put(keys::STANDBY, store_form(&new).unwrap());
+        assert!(store.txn(put).await.unwrap().applied);
+        let live = load(&store, &td, &source).await.unwrap();
+
+        // Read with both roots; the rotation's swap lands; the write that
+        // was computed before it does not.
+        let stale = bundle_roots(&store, &source, &live).await.unwrap();
+        assert_eq!(stale.roots.len(), 2);
+        let swap = Txn::new()
+            .put(keys::ROOT, store_form(&new).unwrap())
+            .put(keys::STANDBY, store_form(&old).unwrap());
+        assert!(store.txn(swap).await.unwrap().applied);
+        let e = publish_bundle(&store, fence.clone(), &td, stale)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControllerError::Conflict(_)), "{e:?}");
+        assert!(published(&store).await.unwrap().is_none());
+
+        // Read again: both roots, published.
+        let fresh = bundle_roots(&store, &source, &live).await.unwrap();
+        assert_eq!(
+            publish_bundle(&store, fence.clone(), &td, fresh)
+                .await
+                .unwrap(),
+            1
+        );
+
+        // The old root leaves; a read from before it left writes nothing
+        // (it is what is published already).
+        let before = bundle_roots(&store, &source, &live).await.unwrap();
+        let drop = Txn::new().delete(keys::STANDBY);
+        assert!(store.txn(drop).await.unwrap().applied);
+        assert_eq!(
+            publish_bundle(&store, fence.clone(), &td, before)
+                .await
+                .unwrap(),
+            1
+        );
+        let after = bundle_roots(&store, &source, &live).await.unwrap();
+        assert_eq!(after.roots, vec![new.cert().clone()]);
+        assert_eq!(publish_bundle(&store, fence, &td, after).await.unwrap(), 2);
+        let doc = published(&store).await.unwrap().unwrap();
+        let held = TrustBundle::from_json(td.clone(), doc.document.as_bytes()).unwrap();
+        assert_eq!(held.x509_authorities(), [new.cert().clone()]);
     }
 }

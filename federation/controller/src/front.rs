@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use causeway_exchange::PublishedBundle;
 use causeway_proto::federation::v1::federation_server::FederationServer;
+use causeway_trust::SharedBundles;
 use http::{Request, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -32,6 +33,7 @@ pub(crate) fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     served: PublishedBundle,
+    peers: SharedBundles,
     api: FederationApi,
 ) -> JoinHandle<()> {
     let acceptor = TlsAcceptor::from(tls);
@@ -49,6 +51,7 @@ pub(crate) fn serve(
             let acceptor = acceptor.clone();
             let served = served.clone();
             let grpc = grpc.clone();
+            let peers = peers.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
@@ -57,7 +60,8 @@ pub(crate) fn serve(
                     // that cannot reach us: worth a warning. Anything else
                     // (a scanner, a client without TLS) is not.
                     Ok(Err(e)) if refused_certificate(&e) => {
-                        tracing::warn!(%remote, error = %e, "public port: a client certificate was refused");
+                        tracing::warn!(%remote, error = %e, held = %held_summary(&peers),
+                            "public port: a client certificate was refused");
                         return;
                     }
                     Ok(Err(e)) => {
@@ -107,6 +111,33 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The peers' bundles a client certificate was checked against, for the
+/// refusal's log line: per trust domain its sequence and roots.
+fn held_summary(peers: &SharedBundles) -> String {
+    let set = peers.load();
+    let held: Vec<String> = set
+        .bundles()
+        .map(|b| {
+            let roots: Vec<String> = b
+                .x509_authorities()
+                .iter()
+                .map(|r| crate::ca::short(&crate::ca::sha256_hex(r)).to_owned())
+                .collect();
+            format!(
+                "{} sequence {} roots [{}]",
+                b.trust_domain(),
+                b.sequence().unwrap_or(0),
+                roots.join(", ")
+            )
+        })
+        .collect();
+    if held.is_empty() {
+        "none".to_owned()
+    } else {
+        held.join("; ")
+    }
 }
 
 /// Whether a failed handshake refused the client's certificate (rather

@@ -88,6 +88,8 @@ pub(crate) fn spawn_renewal(
             .last()
             .map(|root| crate::ca::sha256_hex(root))
             .unwrap_or_default();
+        tracing::info!(serial = %source.svid().info().serial, root = %crate::ca::short(&issued_from),
+            issuing = %crate::ca::short(&ca.current().pin), "the controller's SVID");
         record.write(&source.svid(), &issued_from).await;
         // The CA may have switched since that SVID was issued.
         let mut wait = if issued_from == ca.current().pin {

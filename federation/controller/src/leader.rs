@@ -122,17 +122,21 @@ impl LeaderTask {
     }
 
     /// Publishes the bundle the stored roots call for. A conflict (the
-    /// rotation's driver published meanwhile) is settled on the next pass.
+    /// rotation's driver changed the roots or published meanwhile) reads
+    /// the roots again.
     async fn publish(&self, fence: Compare, state: &ca::CaState) -> Result<()> {
-        let roots = ca::bundle_roots(&self.store, &self.ca, state).await?;
-        match ca::publish_bundle(&self.store, fence, &self.trust_domain, roots).await {
-            Ok(_) => Ok(()),
-            Err(ControllerError::Conflict(detail)) => {
-                tracing::debug!(%detail, "publishing the bundle raced; again on the next pass");
-                Ok(())
+        for _ in 0..8 {
+            let roots = ca::bundle_roots(&self.store, &self.ca, state).await?;
+            match ca::publish_bundle(&self.store, fence.clone(), &self.trust_domain, roots).await {
+                Ok(_) => return Ok(()),
+                Err(ControllerError::Conflict(detail)) => {
+                    tracing::debug!(%detail, "publishing the bundle raced; reading the roots again");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+        Ok(())
     }
 
     async fn lead(&self, leadership: &Leadership) -> Result<()> {

@@ -262,6 +262,7 @@ pub async fn start(config: ControllerConfig, options: StartOptions) -> Result<Ru
                 l,
                 front_tls,
                 view.served.clone(),
+                view.peers.clone(),
                 FederationApi {
                     store: store.clone(),
                     trust_domain: config.trust_domain.clone(),

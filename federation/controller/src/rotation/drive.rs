@@ -422,16 +422,9 @@ impl Driver {
 
     /// The digest of a bundle of the stored roots with these pins.
     async fn digest(&self, pins: &[&String]) -> Result<String> {
-        let mut roots = Vec::new();
-        for key in [keys::ROOT, keys::STANDBY] {
-            if let Some(kv) = self.store.get(key).await?.kv {
-                let cert = ca::parse_root(key, &kv.value)?.cert().clone();
-                if pins.iter().any(|p| **p == ca::sha256_hex(&cert)) {
-                    roots.push(cert);
-                }
-            }
-        }
-        Ok(TrustBundle::new(self.trust_domain.clone(), roots).digest())
+        let live = ca::load(&self.store, &self.trust_domain, &self.source).await?;
+        let stored = ca::bundle_roots(&self.store, &self.source, &live).await?;
+        Ok(TrustBundle::new(self.trust_domain.clone(), stored.with_pins(pins)).digest())
     }
 
     /// Whether every party holds the bundle with digest `want`.
