@@ -16,7 +16,7 @@ use causeway_proto::federation::v1 as pb;
 use causeway_proto::federation::v1::federation_server::Federation;
 use causeway_resources::Peering;
 use causeway_store::{Store, Txn};
-use causeway_trust::{TrustBundle, TrustDomain};
+use causeway_trust::{BundleSet, Expected, PeerRole, TrustBundle, TrustDomain};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
@@ -89,6 +89,30 @@ impl FederationApi {
     }
 }
 
+/// Whether `bundle` verifies the chain the announcing controller presented
+/// (already verified against the bundle held). A bundle that does not
+/// would lock the peer out: its next announcement, and every fetch from
+/// its endpoint, would be refused. No correct rotation publishes one (the
+/// controller's SVID moves to the new root before the old root leaves).
+fn verifies_own_chain(
+    bundle: &TrustBundle,
+    chain: &[rustls_pki_types::CertificateDer<'static>],
+) -> Result<(), String> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err("no certificate presented".into());
+    };
+    let set = BundleSet::from_bundles([bundle.clone()]).map_err(|e| format!("{e:?}"))?;
+    set.verify(
+        leaf,
+        intermediates,
+        rustls_pki_types::UnixTime::now(),
+        PeerRole::Client,
+        &Expected::AnyKnownDomain,
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
 fn held(h: &HeldPeerBundle) -> pb::HeldBundle {
     pb::HeldBundle {
         sequence: h.sequence,
@@ -104,6 +128,11 @@ impl Federation for FederationApi {
         req: Request<pb::Announcement>,
     ) -> Result<Response<pb::AnnounceReply>, Status> {
         let peering = self.caller(&req).await?;
+        let chain = req
+            .extensions()
+            .get::<PeerCerts>()
+            .and_then(|p| p.0.clone())
+            .unwrap_or_default();
         let a = req.into_inner();
         let td = peering.trust_domain.clone();
         let bundle = TrustBundle::from_json(td.clone(), a.document.as_bytes())
@@ -124,6 +153,20 @@ impl Federation for FederationApi {
             return Err(Status::invalid_argument(format!(
                 "the document says sequence {:?}, the announcement {}",
                 bundle.sequence(),
+                a.sequence
+            )));
+        }
+        if let Err(e) = verifies_own_chain(&bundle, &chain) {
+            tracing::warn!(peer = %peering.name, sequence = a.sequence, error = %e,
+                "a peer announced a bundle that does not verify its own certificate; kept ours");
+            self.metrics
+                .announcements_received
+                .with_label_values(&[peering.name.as_str(), "refused"])
+                .inc();
+            return Err(Status::failed_precondition(format!(
+                "the bundle of {td} at sequence {} does not verify the certificate it was \
+                 announced with ({e}); holding it would refuse your controller from then on, \
+                 so the bundle held stays",
                 a.sequence
             )));
         }

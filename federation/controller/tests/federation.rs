@@ -225,3 +225,104 @@ async fn peers_exchange_bundles_and_exports_and_follow_a_new_bundle_at_once() {
     east.shutdown().await;
     west.shutdown().await;
 }
+
+/// A peer that announces a bundle which does not verify its own
+/// controller's certificate is refused, and the bundle held stays: had it
+/// been taken, that controller's next announcement and every fetch from its
+/// endpoint would be refused, and its rotation could never reach us again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_bundle_that_would_lock_out_its_announcer_is_refused() {
+    let east_dir = TempDir::new().unwrap();
+    let west_dir = TempDir::new().unwrap();
+    let east = start(east_dir.path(), EAST).await;
+    let west = start(west_dir.path(), WEST).await;
+    peer_with(east_dir.path(), &east, EAST, WEST, &west).await;
+    peer_with(west_dir.path(), &west, WEST, EAST, &east).await;
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            show(&west, "east").await.bundle_sequence == 1
+        })
+        .await
+    );
+
+    // East's controller as it presents itself: an SVID from east's root.
+    let td = TrustDomain::new(EAST).unwrap();
+    let stored = east.store().get("ca/root").await.unwrap().kv.unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&stored.value).unwrap();
+    let root = Authority::from_pem(
+        stored["cert_pem"].as_str().unwrap().as_bytes(),
+        stored["key_pem"].as_str().unwrap().as_bytes(),
+    )
+    .unwrap();
+    let root_cert = root.cert().clone();
+    let ca = causeway_trust::Ca::with_root(td.clone(), root);
+    let issued = ca
+        .issue_with_new_key(
+            &td.workload_id("/causeway/controller").unwrap(),
+            causeway_trust::Validity::starting_now(Duration::from_secs(600)),
+        )
+        .unwrap();
+    let mut chain = issued.chain().to_vec();
+    chain.push(root_cert.clone());
+    let svid = causeway_trust::tls::SvidSource::new(
+        causeway_trust::Svid::new(chain, issued.key().clone_key()).unwrap(),
+    )
+    .unwrap();
+    let west_bundle = TrustBundle::from_json(
+        TrustDomain::new(WEST).unwrap(),
+        export(&west).await.as_bytes(),
+    )
+    .unwrap();
+    let tls = causeway_trust::tls::client_config(
+        &svid,
+        std::sync::Arc::new(causeway_trust::SpiffeVerifier::new(
+            causeway_trust::SharedBundles::new(BundleSet::from_bundles([west_bundle]).unwrap()),
+            causeway_trust::Expected::AnyKnownDomain,
+        )),
+        &[b"h2"],
+    )
+    .unwrap();
+    let mut api = client::federation("127.0.0.1", west.federation.unwrap().port(), tls).unwrap();
+    let announce = |bundle: &TrustBundle| fpb::Announcement {
+        document: bundle.to_json(),
+        sequence: bundle.sequence().unwrap(),
+        digest: bundle.digest(),
+        exports: vec![fpb::ExportedService {
+            service: "local".into(),
+            ports: vec![8080],
+        }],
+    };
+
+    // A newer bundle with another root alone: refused, with why.
+    let other = Authority::new_root(&td, Duration::from_secs(3600)).unwrap();
+    let cutting = TrustBundle::new(td.clone(), vec![other.cert().clone()]).with_sequence(5);
+    let e = api
+        .announce(announce(&cutting))
+        .await
+        .expect_err("the bundle does not verify the announcer");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message()
+            .contains("does not verify the certificate it was announced with"),
+        "{e:?}"
+    );
+    assert_eq!(show(&west, "east").await.bundle_sequence, 1);
+    let m = testing::scrape(west.metrics.unwrap()).await;
+    assert_eq!(
+        testing::sample(
+            &m,
+            "causeway_controller_announcements_received_total{outcome=\"refused\",peer=\"east\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+
+    // The same with the announcer's root beside it: taken.
+    let both = TrustBundle::new(td.clone(), vec![root_cert, other.cert().clone()]).with_sequence(5);
+    let reply = api.announce(announce(&both)).await.unwrap().into_inner();
+    assert_eq!(reply.held.unwrap().sequence, 5);
+    assert_eq!(show(&west, "east").await.bundle_digest, both.digest());
+
+    east.shutdown().await;
+    west.shutdown().await;
+}

@@ -1,21 +1,25 @@
 //! Fetching a peer's bundle from its SPIFFE bundle endpoint (`https_spiffe`
 //! profile): the endpoint's certificate must chain to the bundle already
 //! held for the endpoint's trust domain and carry the configured SPIFFE ID;
-//! the document must be a valid bundle of the peer's trust domain and not
-//! older (by `spiffe_sequence`) than the one held.
+//! the document must be a valid bundle of the peer's trust domain, not
+//! older (by `spiffe_sequence`) than the one held, and, when the endpoint
+//! is the peer's own, it must verify the endpoint's certificate (else the
+//! next fetch would fail and the bundle could never move again).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use causeway_trust::tls::provider;
-use causeway_trust::verify::{BundleSet, Expected, SharedBundles, SpiffeVerifier, VerifyError};
+use causeway_trust::verify::{
+    BundleSet, Expected, PeerRole, SharedBundles, SpiffeVerifier, VerifyError,
+};
 use causeway_trust::{SpiffeId, TrustBundle, TrustDomain};
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -51,6 +55,17 @@ pub enum FetchError {
         got: u64,
         held: u64,
     },
+    #[error(
+        "bundle endpoint {url} sent sequence {sequence} of {trust_domain}, which does not verify \
+         the endpoint's own certificate ({reason}); holding it would refuse the next fetch, so \
+         the bundle held stays"
+    )]
+    CutsOff {
+        url: String,
+        trust_domain: TrustDomain,
+        sequence: u64,
+        reason: String,
+    },
     #[error("bundle endpoint {url} did not answer within {0:?}", .timeout)]
     Timeout { url: String, timeout: Duration },
 }
@@ -66,6 +81,7 @@ impl FetchError {
             Self::Status { .. } => "status",
             Self::Document { .. } => "bad_document",
             Self::Older { .. } => "older_sequence",
+            Self::CutsOff { .. } => "cuts_off_endpoint",
             Self::Timeout { .. } => "timeout",
         }
     }
@@ -147,6 +163,14 @@ async fn fetch(
             reason: VerifyError::from_io(&e).map_or_else(|| e.to_string(), |v| v.to_string()),
         })?;
 
+    // The endpoint's own chain, already verified against `anchors`.
+    let server_chain: Vec<CertificateDer<'static>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+
     let http_err = |e: &dyn std::fmt::Display| FetchError::Http {
         url: url.to_owned(),
         reason: e.to_string(),
@@ -204,5 +228,40 @@ async fn fetch(
             held: held_seq,
         });
     }
+    // A peer's own endpoint must stay verifiable with what it serves: a
+    // bundle that drops the root of the endpoint's certificate would make
+    // every later fetch fail, and the peer's rotation could never reach us.
+    if endpoint_id.trust_domain() == trust_domain
+        && let Err(reason) = verifies(&fetched, &server_chain, endpoint_id)
+    {
+        return Err(FetchError::CutsOff {
+            url: url.to_owned(),
+            trust_domain,
+            sequence: fetched.sequence().unwrap_or(0),
+            reason,
+        });
+    }
     Ok(fetched)
+}
+
+/// Whether `bundle` verifies the endpoint's chain as its server
+/// certificate with the ID expected.
+fn verifies(
+    bundle: &TrustBundle,
+    chain: &[CertificateDer<'static>],
+    endpoint_id: &SpiffeId,
+) -> Result<(), String> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err("the endpoint presented no certificate".into());
+    };
+    let set = BundleSet::from_bundles([bundle.clone()]).map_err(|e| format!("{e:?}"))?;
+    set.verify(
+        leaf,
+        intermediates,
+        UnixTime::now(),
+        PeerRole::Server,
+        &Expected::ids([endpoint_id.clone()]),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }

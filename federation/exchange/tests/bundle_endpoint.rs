@@ -264,6 +264,63 @@ async fn a_refresher_follows_a_peer_root_rotation_step_by_step() {
     assert!(log.contains(&"updated Some(3)".to_owned()), "{log:?}");
 }
 
+/// A bundle that drops the root of the endpoint's own certificate (a peer
+/// that published its old root alone after its SVID moved to the new one)
+/// is refused: holding it would refuse every later fetch, and the peer's
+/// correct next bundle could never reach us. The held bundle stays, and
+/// the correct bundle is taken once served.
+#[tokio::test]
+async fn a_bundle_that_would_refuse_its_own_endpoint_is_not_taken() {
+    let old = TestDomain::new("west.test");
+    let new = TestDomain::new("west.test");
+    let td = old.trust_domain.clone();
+    let roots = |ds: &[&TestDomain]| ds.iter().flat_map(|d| d.ca.roots().to_vec()).collect();
+    let both = TrustBundle::new(td.clone(), roots(&[&old, &new])).with_sequence(2);
+    let published = PublishedBundle::new(&both);
+    let (endpoint, svid) = serve(&old, &published).await;
+    svid.replace(new.svid(ENDPOINT_PATH)).unwrap();
+    let id = SpiffeId::new(&format!("spiffe://west.test{ENDPOINT_PATH}")).unwrap();
+
+    published.publish(&TrustBundle::new(td.clone(), roots(&[&old])).with_sequence(3));
+    let e = fetch_bundle(&endpoint.url(), &id, &anchors(&both), &both, TIMEOUT)
+        .await
+        .expect_err("the old root alone does not verify the endpoint");
+    assert_eq!(e.reason(), "cuts_off_endpoint", "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("sequence 3") && text.contains("the bundle held stays"),
+        "{text}"
+    );
+
+    let refresher = Refresher::spawn(
+        endpoint.url(),
+        id.clone(),
+        both.clone(),
+        None,
+        RefreshPolicy {
+            min_interval: Duration::from_millis(20),
+            first_retry: Duration::from_millis(20),
+            ..RefreshPolicy::default()
+        },
+        |_| {},
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(refresher.current().sequence(), Some(2));
+
+    published.publish(&TrustBundle::new(td.clone(), roots(&[&new])).with_sequence(4));
+    refresher.refresh_now();
+    let mut rx = refresher.subscribe();
+    let last = tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|b| b.sequence() == Some(4)),
+    )
+    .await
+    .expect("the correct bundle is taken")
+    .unwrap()
+    .clone();
+    assert_eq!(last.x509_authorities(), new.ca.roots());
+}
+
 /// An impostor endpoint (another root under the peer's name) never changes
 /// the bundle held; the refresher keeps retrying and reports why.
 #[tokio::test]
