@@ -16,7 +16,8 @@ use causeway_proto::federation::v1 as pb;
 use causeway_proto::federation::v1::federation_server::Federation;
 use causeway_resources::Peering;
 use causeway_store::{Store, Txn};
-use causeway_trust::{BundleSet, Expected, PeerRole, TrustBundle, TrustDomain};
+use causeway_trust::verify::bundle_verifies_chain;
+use causeway_trust::{Expected, PeerRole, TrustBundle, TrustDomain};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
@@ -89,30 +90,6 @@ impl FederationApi {
     }
 }
 
-/// Whether `bundle` verifies the chain the announcing controller presented
-/// (already verified against the bundle held). A bundle that does not
-/// would lock the peer out: its next announcement, and every fetch from
-/// its endpoint, would be refused. No correct rotation publishes one (the
-/// controller's SVID moves to the new root before the old root leaves).
-fn verifies_own_chain(
-    bundle: &TrustBundle,
-    chain: &[rustls_pki_types::CertificateDer<'static>],
-) -> Result<(), String> {
-    let Some((leaf, intermediates)) = chain.split_first() else {
-        return Err("no certificate presented".into());
-    };
-    let set = BundleSet::from_bundles([bundle.clone()]).map_err(|e| format!("{e:?}"))?;
-    set.verify(
-        leaf,
-        intermediates,
-        rustls_pki_types::UnixTime::now(),
-        PeerRole::Client,
-        &Expected::AnyKnownDomain,
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
-}
-
 fn held(h: &HeldPeerBundle) -> pb::HeldBundle {
     pb::HeldBundle {
         sequence: h.sequence,
@@ -156,7 +133,14 @@ impl Federation for FederationApi {
                 a.sequence
             )));
         }
-        if let Err(e) = verifies_own_chain(&bundle, &chain) {
+        // A bundle that does not verify the announcer's own chain would
+        // lock the peer out: its next announcement, and every fetch from
+        // its endpoint, would be refused. No correct rotation sends one
+        // (the controller's SVID moves to the new root before the old root
+        // leaves).
+        if let Err(e) =
+            bundle_verifies_chain(&bundle, &chain, PeerRole::Client, &Expected::AnyKnownDomain)
+        {
             tracing::warn!(peer = %peering.name, sequence = a.sequence, error = %e,
                 "a peer announced a bundle that does not verify its own certificate; kept ours");
             self.metrics

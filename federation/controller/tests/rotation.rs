@@ -144,12 +144,7 @@ async fn finished(c: &Running, within: Duration) -> pb::Rotation {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_refuses_pauses_resumes_aborts_and_completes() {
-    let east_dir = TempDir::new().unwrap();
-    let west_dir = TempDir::new().unwrap();
-    let east = start(east_dir.path(), EAST).await;
-    let west = start(west_dir.path(), WEST).await;
-    peer_with(east_dir.path(), &east, EAST, WEST, &west).await;
-    peer_with(west_dir.path(), &west, WEST, EAST, &east).await;
+    let Pair { east, west, _dirs } = peered_pair().await;
     let east_gw = gateway(&east, EAST, "east-1").await;
     let west_gw = gateway(&west, WEST, "west-1").await;
     assert!(

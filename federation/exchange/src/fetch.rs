@@ -13,13 +13,14 @@ use bytes::Bytes;
 use causeway_trust::tls::provider;
 use causeway_trust::verify::{
     BundleSet, Expected, PeerRole, SharedBundles, SpiffeVerifier, VerifyError,
+    bundle_verifies_chain,
 };
 use causeway_trust::{SpiffeId, TrustBundle, TrustDomain};
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -232,7 +233,12 @@ async fn fetch(
     // bundle that drops the root of the endpoint's certificate would make
     // every later fetch fail, and the peer's rotation could never reach us.
     if endpoint_id.trust_domain() == trust_domain
-        && let Err(reason) = verifies(&fetched, &server_chain, endpoint_id)
+        && let Err(reason) = bundle_verifies_chain(
+            &fetched,
+            &server_chain,
+            PeerRole::Server,
+            &Expected::ids([endpoint_id.clone()]),
+        )
     {
         return Err(FetchError::CutsOff {
             url: url.to_owned(),
@@ -242,26 +248,4 @@ async fn fetch(
         });
     }
     Ok(fetched)
-}
-
-/// Whether `bundle` verifies the endpoint's chain as its server
-/// certificate with the ID expected.
-fn verifies(
-    bundle: &TrustBundle,
-    chain: &[CertificateDer<'static>],
-    endpoint_id: &SpiffeId,
-) -> Result<(), String> {
-    let Some((leaf, intermediates)) = chain.split_first() else {
-        return Err("the endpoint presented no certificate".into());
-    };
-    let set = BundleSet::from_bundles([bundle.clone()]).map_err(|e| format!("{e:?}"))?;
-    set.verify(
-        leaf,
-        intermediates,
-        UnixTime::now(),
-        PeerRole::Server,
-        &Expected::ids([endpoint_id.clone()]),
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
 }

@@ -311,6 +311,23 @@ impl BundleSet {
     }
 }
 
+/// Whether `bundle` alone verifies `chain` (leaf first) now, for `role`
+/// and `expected`: a bundle about to replace the one held must still verify
+/// the certificate it arrived with, or its sender is locked out.
+pub fn bundle_verifies_chain(
+    bundle: &TrustBundle,
+    chain: &[CertificateDer<'_>],
+    role: PeerRole,
+    expected: &Expected,
+) -> Result<SpiffeId, String> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err("no certificate presented".into());
+    };
+    let set = BundleSet::from_bundles([bundle.clone()]).map_err(|e| format!("{e:?}"))?;
+    set.verify(leaf, intermediates, UnixTime::now(), role, expected)
+        .map_err(|e| e.to_string())
+}
+
 fn chain_error_detail(e: &webpki::Error) -> String {
     match e {
         webpki::Error::UnknownIssuer => "issuer is not in the bundle".into(),

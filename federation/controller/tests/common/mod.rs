@@ -30,6 +30,28 @@ pub(crate) async fn start(dir: &Path, td: &str) -> Running {
         .expect("controller starts")
 }
 
+/// East and west, each in its own data directory (kept while the pair
+/// lives), peered both ways.
+pub(crate) struct Pair {
+    pub(crate) east: Running,
+    pub(crate) west: Running,
+    pub(crate) _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+pub(crate) async fn peered_pair() -> Pair {
+    let east_dir = tempfile::TempDir::new().unwrap();
+    let west_dir = tempfile::TempDir::new().unwrap();
+    let east = start(east_dir.path(), EAST).await;
+    let west = start(west_dir.path(), WEST).await;
+    peer_with(east_dir.path(), &east, EAST, WEST, &west).await;
+    peer_with(west_dir.path(), &west, WEST, EAST, &east).await;
+    Pair {
+        east,
+        west,
+        _dirs: (east_dir, west_dir),
+    }
+}
+
 pub(crate) async fn export(c: &Running) -> String {
     let mut admin = client::admin(&c.admin_socket).await.unwrap();
     admin
