@@ -469,14 +469,7 @@ async fn in_sync(c: &parts::Controller) -> anyhow::Result<pb::VerifyBundlesRespo
 
 /// The trust domain's own bundle's sequence (`causeway bundle export`).
 async fn bundle_sequence(c: &parts::Controller) -> anyhow::Result<u64> {
-    let doc = c
-        .admin()
-        .await?
-        .export_bundle(pb::ExportBundleRequest {})
-        .await
-        .map_err(|s| anyhow!("bundle export: {}", s.message()))?
-        .into_inner()
-        .document;
+    let doc = c.export_bundle().await?;
     let v: serde_json::Value = serde_json::from_str(&doc).context("the exported bundle")?;
     v["spiffe_sequence"]
         .as_u64()

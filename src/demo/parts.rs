@@ -40,6 +40,18 @@ impl Controller {
             .with_context(|| format!("{}'s controller: admin socket", self.trust_domain))
     }
 
+    /// The trust domain's own bundle document (`causeway bundle export`).
+    pub(crate) async fn export_bundle(&self) -> anyhow::Result<String> {
+        Ok(self
+            .admin()
+            .await?
+            .export_bundle(pb::ExportBundleRequest {})
+            .await
+            .map_err(|s| anyhow!("bundle export: {}", s.message()))?
+            .into_inner()
+            .document)
+    }
+
     /// `https://<federation>/`: where peers fetch its bundle.
     pub(crate) fn bundle_endpoint(&self) -> String {
         self.running
@@ -263,15 +275,7 @@ impl Parts {
         from: &SideFiles,
         to: &SideFiles,
     ) -> anyhow::Result<String> {
-        let doc = self
-            .controller(from.dir)?
-            .admin()
-            .await?
-            .export_bundle(pb::ExportBundleRequest {})
-            .await
-            .map_err(|s| anyhow!("bundle export: {}", s.message()))?
-            .into_inner()
-            .document;
+        let doc = self.controller(from.dir)?.export_bundle().await?;
         let path = self.side_dir(to).join(format!("{}.bundle.json", from.dir));
         std::fs::write(&path, &doc).with_context(|| format!("writing {}", path.display()))?;
         Ok(path.display().to_string())

@@ -366,15 +366,19 @@ async fn an_apply_over_one_transaction_is_refused_whole_with_what_to_do() {
         content: (0..n).map(service).collect::<Vec<_>>().join("---\n"),
     };
     let max = causeway_store::MAX_TXN_OPS - 1;
-    let mut admin = client::admin(&c.admin_socket).await.unwrap();
-    let r = admin
-        .apply(pb::ApplyRequest {
-            files: vec![file(max + 1)],
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let apply = async |n: usize| {
+        client::admin(&c.admin_socket)
+            .await
+            .unwrap()
+            .apply(pb::ApplyRequest {
+                files: vec![file(n)],
+                dry_run: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let r = apply(max + 1).await;
     assert!(!r.applied, "{r:?}");
     assert_eq!(
         r.problems,
@@ -383,24 +387,10 @@ async fn an_apply_over_one_transaction_is_refused_whole_with_what_to_do() {
             max + 1
         )]
     );
-    let r = admin
-        .apply(pb::ApplyRequest {
-            files: vec![file(max)],
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = apply(max).await;
     assert!(r.applied && r.problems.is_empty(), "{r:?}");
     // The rest, in a second apply: the first `max` are unchanged.
-    let r = admin
-        .apply(pb::ApplyRequest {
-            files: vec![file(max + 1)],
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = apply(max + 1).await;
     assert!(r.applied, "{r:?}");
     assert!(r.plan.contains("+ Service/s127"), "{}", r.plan);
     c.shutdown().await;

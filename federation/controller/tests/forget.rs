@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use causeway_controller::Running;
 use causeway_controller::testing::{self, ConfigStream, Joined};
-use causeway_controller::{Running, client};
 use causeway_proto::controller::v1 as pb;
 use tempfile::TempDir;
 use tonic::Code;
@@ -17,10 +17,6 @@ use tonic::Code;
 mod common;
 
 use common::*;
-
-async fn admin(c: &Running) -> pb::admin_api_client::AdminApiClient<tonic::transport::Channel> {
-    client::admin(&c.admin_socket).await.unwrap()
-}
 
 async fn join(c: &Running, name: &str) -> Joined {
     join_with_token(c, EAST, name).await
@@ -38,16 +34,7 @@ async fn forget(c: &Running, name: &str) -> Result<pb::ForgetGatewayResponse, to
 }
 
 async fn names(c: &Running) -> Vec<String> {
-    admin(c)
-        .await
-        .list_gateways(pb::ListGatewaysRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .gateways
-        .into_iter()
-        .map(|g| g.name)
-        .collect()
+    gateways(c).await.into_iter().map(|g| g.name).collect()
 }
 
 async fn refused_forgotten(c: &Running) -> f64 {

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use causeway_controller::Running;
-use causeway_controller::client;
 use causeway_controller::testing::{self, ConfigStream, Joined};
 use causeway_proto::controller::v1 as pb;
 use causeway_trust::{TrustBundle, TrustDomain};
@@ -85,10 +84,6 @@ async fn follow(
         }
         stream.report_holdings(&joined, &s.bundles).await;
     }
-}
-
-async fn admin(c: &Running) -> pb::admin_api_client::AdminApiClient<tonic::transport::Channel> {
-    client::admin(&c.admin_socket).await.unwrap()
 }
 
 async fn start_rotation(
@@ -426,13 +421,8 @@ async fn a_rotation_paused_on_a_gone_gateway_completes_after_forget_and_resume()
     // (its SVID has not expired: it must be accounted for).
     drop(gone);
     let connected = async || {
-        admin(&east)
+        gateways(&east)
             .await
-            .list_gateways(pb::ListGatewaysRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .gateways
             .iter()
             .any(|g| g.name == "east-1" && g.connected)
     };

@@ -52,6 +52,23 @@ pub(crate) async fn peered_pair() -> Pair {
     }
 }
 
+pub(crate) async fn admin(
+    c: &Running,
+) -> pb::admin_api_client::AdminApiClient<tonic::transport::Channel> {
+    client::admin(&c.admin_socket).await.unwrap()
+}
+
+/// The gateways `causeway gateways list` shows.
+pub(crate) async fn gateways(c: &Running) -> Vec<pb::GatewayStatus> {
+    admin(c)
+        .await
+        .list_gateways(pb::ListGatewaysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .gateways
+}
+
 pub(crate) async fn export(c: &Running) -> String {
     let mut admin = client::admin(&c.admin_socket).await.unwrap();
     admin
