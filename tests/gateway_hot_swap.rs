@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use causeway_gateway::config::Limits;
 use causeway_gateway::service::ServiceName;
-use causeway_gateway::tunnel::header::{Protocol, StreamHeader};
-use causeway_gateway::tunnel::quic::quic_client_config;
+use causeway_gateway::transport::header::{Protocol, StreamHeader};
+use causeway_gateway::transport::quic::quic_client_config;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Svid};
 use causeway_trust::{TrustBundle, TrustDomain};

@@ -503,8 +503,8 @@ async fn mtls_call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_outside_the_peer_gateways_domain_is_refused() {
     use causeway_gateway::config::Limits;
-    use causeway_gateway::tunnel::header::{Protocol, StreamHeader};
-    use causeway_gateway::tunnel::quic::{codes, quic_client_config};
+    use causeway_gateway::transport::header::{Protocol, StreamHeader};
+    use causeway_gateway::transport::quic::{codes, quic_client_config};
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let (t, u) = setup().await;

@@ -36,9 +36,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::{CallerMode, GatewayConfig, ListenerKind, Principal};
-use crate::live::Live;
+use crate::creds::{Credentials, Expiry, rfc3339, unix_now};
 use crate::metrics::Metrics;
-use crate::reload::{Credentials, Expiry, rfc3339, unix_now};
+use crate::state::Live;
 
 /// The content type of the Prometheus text format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -308,7 +308,7 @@ impl AdminState {
                 "not_after": rfc3339(i.not_after),
                 "expires_in_seconds": i.not_after.saturating_sub(now),
                 "expiry": Expiry::at(i.not_before, i.not_after, now).label(),
-                "reload": reload(crate::reload::SVID_SOURCE),
+                "reload": reload(crate::creds::SVID_SOURCE),
             },
             "bundles": bundles,
         })

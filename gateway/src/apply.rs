@@ -33,12 +33,12 @@ use tracing::info;
 
 use crate::config::live::{Changes, live_changes};
 use crate::config::{ConfigError, GatewayConfig, Problem};
+use crate::creds::{Credentials, ReloadError};
 use crate::drain::Drain;
-use crate::live::{Live, Origin, Snapshot};
-use crate::outbound::Outbound;
-use crate::reload::{Credentials, ReloadError};
-use crate::tunnel::quic::TunnelError;
-use crate::tunnel::serve::peer_server_config;
+use crate::proxy::inbound::accept::peer_server_config;
+use crate::proxy::outbound::Outbound;
+use crate::state::{Live, Origin, Snapshot};
+use crate::transport::quic::TunnelError;
 
 /// Why a new config was not applied. The config in effect stays.
 #[derive(Debug, thiserror::Error)]

@@ -64,7 +64,7 @@ pub struct Metrics {
     /// carries none, as PEM bundles do).
     pub bundle_sequence: IntGaugeVec,
     /// Credential reload attempts, by kind (`svid`, `bundle`) and result
-    /// (`ok` or a refusal reason from [`crate::reload::ReloadError::reason`]).
+    /// (`ok` or a refusal reason from [`crate::creds::ReloadError::reason`]).
     pub credential_reloads: IntCounterVec,
     svid_not_after: AtomicI64,
     roots: Mutex<Roots>,

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use causeway_trust::SharedBundles;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::verify::RefusalObserver;
-use causeway_trust::{BundleSet, SharedBundles, Svid, TrustBundle, TrustDomain};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -18,27 +18,23 @@ use tracing::{info, warn};
 use crate::admin::{AdminServer, AdminState};
 use crate::apply::{Applied, ApplyError, ConfigApplier, PeerTls};
 use crate::config::{CallerMode, GatewayConfig};
+use crate::creds::{
+    Credentials, DEFAULT_RELOAD_INTERVAL, LoadError, ReloadTask, load_bundles, load_svid,
+};
 use crate::drain::Drain;
-use crate::listener::{self, tls_acceptor};
-use crate::live::{Live, Origin, Snapshot};
 use crate::metrics::Metrics;
-use crate::outbound::Outbound;
-use crate::reload::{Credentials, DEFAULT_RELOAD_INTERVAL, ReloadTask};
-use crate::tunnel::dial::{PeerDialer, PeerSlots};
-use crate::tunnel::quic::{TunnelError, codes};
-use crate::tunnel::serve::{Inbound, bind_peer_endpoint};
+use crate::proxy::inbound::accept::{Inbound, bind_peer_endpoint};
+use crate::proxy::outbound::Outbound;
+use crate::proxy::outbound::accept::{self as listener, tls_acceptor};
+use crate::state::{Live, Origin, Snapshot};
+use crate::transport::dial::{PeerDialer, PeerSlots};
+use crate::transport::quic::{TunnelError, codes};
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{path}: {detail}")]
-    Credentials { path: PathBuf, detail: String },
-    #[error("the SVID in {path} is {found}, but the config says this gateway is {expected}")]
-    WrongIdentity {
-        path: PathBuf,
-        found: String,
-        expected: String,
-    },
+    #[error(transparent)]
+    Credentials(#[from] LoadError),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
         what: String,
@@ -97,75 +93,6 @@ impl Default for StartOptions {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, StartError> {
-    std::fs::read(path).map_err(|e| StartError::Credentials {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })
-}
-
-/// The SVID named by the config, checked to carry the config's ID.
-pub fn load_svid(config: &GatewayConfig) -> Result<Svid, StartError> {
-    let c = &config.credentials;
-    svid_from_pem(config, &read(&c.svid_cert)?, &read(&c.svid_key)?)
-}
-
-/// An SVID from the contents of the config's cert and key files, checked to
-/// carry the config's ID. Errors name the config's cert file.
-pub fn svid_from_pem(
-    config: &GatewayConfig,
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Svid, StartError> {
-    let c = &config.credentials;
-    let svid = Svid::from_pem(cert_pem, key_pem).map_err(|e| StartError::Credentials {
-        path: c.svid_cert.clone(),
-        detail: e.to_string(),
-    })?;
-    if *svid.spiffe_id() != config.id {
-        return Err(StartError::WrongIdentity {
-            path: c.svid_cert.clone(),
-            found: svid.spiffe_id().to_string(),
-            expected: config.id.to_string(),
-        });
-    }
-    Ok(svid)
-}
-
-/// The bundles named by the config (SPIFFE JSON or PEM files).
-pub fn load_bundles(config: &GatewayConfig) -> Result<BundleSet, StartError> {
-    let mut set = BundleSet::new();
-    for (td, path) in &config.credentials.bundles {
-        insert_bundle(&mut set, bundle_from_file(td, path, &read(path)?)?, path)?;
-    }
-    Ok(set)
-}
-
-/// A trust domain's bundle from the contents of `path` (SPIFFE JSON or PEM).
-pub fn bundle_from_file(
-    td: &TrustDomain,
-    path: &Path,
-    text: &[u8],
-) -> Result<TrustBundle, StartError> {
-    TrustBundle::parse(td.clone(), text).map_err(|e| StartError::Credentials {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })
-}
-
-/// Adds or replaces a bundle in `set`, refusing authorities that cannot be
-/// trust anchors; errors name `path`.
-pub fn insert_bundle(
-    set: &mut BundleSet,
-    bundle: TrustBundle,
-    path: &Path,
-) -> Result<(), StartError> {
-    set.insert(bundle).map_err(|e| StartError::Credentials {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })
-}
-
 /// Logs and counts every handshake refusal with its reason and what it
 /// refused.
 fn log_refusals(metrics: &Arc<Metrics>) -> RefusalObserver {
@@ -189,7 +116,7 @@ pub async fn start_with(
 ) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let drain = Drain::new();
-    let svid = SvidSource::new(load_svid(&config)?).map_err(|e| StartError::Credentials {
+    let svid = SvidSource::new(load_svid(&config)?).map_err(|e| LoadError::File {
         path: config.credentials.svid_key.clone(),
         detail: e.to_string(),
     })?;

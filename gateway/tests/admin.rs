@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use causeway_gateway::admin::{AdminState, PROMETHEUS_CONTENT_TYPE, handle};
 use causeway_gateway::config::GatewayConfig;
+use causeway_gateway::creds::Credentials;
 use causeway_gateway::metrics::Metrics;
-use causeway_gateway::reload::Credentials;
 use causeway_trust::testing::TestDomain;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, SharedBundles};
@@ -174,7 +174,7 @@ async fn admin_endpoints_answer_as_specified() {
     let running = gw.running.take().unwrap();
     let hold = probe_connection(&gw, &east, &west).await;
     let (mut send, mut recv) = hold.open_bi().await.unwrap();
-    let header = causeway_gateway::tunnel::header::StreamHeader {
+    let header = causeway_gateway::transport::header::StreamHeader {
         service: causeway_gateway::service::ServiceName::new("inventory").unwrap(),
         port: 8080,
         caller: west.id(live::WEST_CALLER),
@@ -182,7 +182,7 @@ async fn admin_endpoints_answer_as_specified() {
         tracestate: None,
         deadline: None,
         request_id: "held".into(),
-        protocol: causeway_gateway::tunnel::header::Protocol::Tcp,
+        protocol: causeway_gateway::transport::header::Protocol::Tcp,
     };
     send.write_all(&header.encode()).await.unwrap();
     send.write_all(b"hi").await.unwrap();
@@ -211,7 +211,7 @@ async fn admin_endpoints_answer_as_specified() {
 /// waits for it.
 async fn probe_connection(gw: &Gateway, east: &TestDomain, west: &TestDomain) -> quinn::Connection {
     use causeway_gateway::config::Limits;
-    use causeway_gateway::tunnel::quic::quic_client_config;
+    use causeway_gateway::transport::quic::quic_client_config;
     use causeway_trust::{Expected, SpiffeVerifier};
     let verifier = SpiffeVerifier::new(
         SharedBundles::new(west_view(east, west)),

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use causeway_gateway::config::GatewayConfig;
-use causeway_gateway::live::Origin;
 use causeway_gateway::runtime::{Running, StartOptions, start_with};
+use causeway_gateway::state::Origin;
 use causeway_trust::TrustDomain;
 use causeway_trust::testing::TestDomain;
 use http_body_util::Full;

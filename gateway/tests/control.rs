@@ -270,9 +270,8 @@ async fn a_restart_with_the_controller_down_serves_the_cached_config() {
     ctl.stop();
     let client = gw.client();
     client.ensure_svid().await.unwrap();
-    let starter = Starter::new(client.clone());
-    let _tasks = client.spawn(starter.clone());
-    let running = starter.wait_running().await;
+    let (running, _tasks) = start_controlled(&client).await;
+    let running = running.listeners.clone();
     assert!(running.contains_key("payments"), "{running:?}");
     assert_eq!(client.applied_version(), 7);
     assert_eq!(
@@ -303,9 +302,7 @@ async fn holdings_are_sent_again_after_the_gateway_reloads_a_bundle() {
     let gw = GatewayDir::new(&ctl, &ctl.pin());
     let client = gw.client();
     client.ensure_svid().await.unwrap();
-    let starter = Starter::new(client.clone());
-    let _tasks = client.spawn(starter.clone());
-    starter.wait_running().await;
+    let (_running, _tasks) = start_controlled(&client).await;
     ctl.wait_for(|m| matches!(m, FromGateway::Ack(a) if a.version == 1 && a.error.is_empty()))
         .await;
 

@@ -68,9 +68,7 @@ async fn a_new_root_named_by_the_controller_renews_at_once_and_the_old_root_can_
     let gw = GatewayDir::new(&ctl, &ctl.pin());
     let client = gw.client();
     let first = client.ensure_svid().await.unwrap();
-    let starter = Starter::new(client.clone());
-    let _tasks = client.spawn(starter.clone());
-    starter.wait_running().await;
+    let (running, _tasks) = start_controlled(&client).await;
     acked(&ctl, 1).await;
     let pin_a = ctl.pin();
     let hello = ctl.wait_for(|m| matches!(m, FromGateway::Hello(_))).await;
@@ -104,7 +102,7 @@ async fn a_new_root_named_by_the_controller_renews_at_once_and_the_old_root_can_
 
     // The running gateway took the new SVID through its reload path, with
     // no refusal on the way (the bundle adding the root came first).
-    let (credentials, metrics) = starter.live().await;
+    let (credentials, metrics) = (running.credentials().clone(), running.metrics().clone());
     let svid = credentials.svid();
     assert_ne!(svid.info().serial, first.info().serial);
     assert_eq!(svid.info().serial, client.svid().unwrap().info().serial);
@@ -217,9 +215,7 @@ async fn no_renewal_when_the_snapshot_names_no_root_or_the_one_in_use() {
     let gw = GatewayDir::new(&ctl, &pin_a);
     let client = gw.client();
     let first = client.ensure_svid().await.unwrap();
-    let starter = Starter::new(client.clone());
-    let _tasks = client.spawn(starter.clone());
-    starter.wait_running().await;
+    let (running, _tasks) = start_controlled(&client).await;
     acked(&ctl, 1).await;
 
     // Both roots held, the controller issuing from the new one, but no
@@ -246,7 +242,7 @@ async fn no_renewal_when_the_snapshot_names_no_root_or_the_one_in_use() {
     assert_eq!(renewals(&client, "root_rotation"), 0);
     assert_eq!(client.svid().unwrap().info().serial, first.info().serial);
     // Holdings name the root in use.
-    let (credentials, _) = starter.live().await;
+    let credentials = running.credentials().clone();
     assert_eq!(
         svid_root(&credentials.svid(), &credentials.bundles()),
         Some(pin_a)

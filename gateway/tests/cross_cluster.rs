@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_gateway::config::GatewayConfig;
-use causeway_gateway::listener;
-use causeway_gateway::outbound::Outbound;
-use causeway_gateway::tunnel::dial::PeerDialer;
-use causeway_gateway::tunnel::serve::{Inbound, bind_peer_endpoint};
+use causeway_gateway::proxy::inbound::accept::{Inbound, bind_peer_endpoint};
+use causeway_gateway::proxy::outbound::Outbound;
+use causeway_gateway::proxy::outbound::accept as listener;
+use causeway_gateway::transport::dial::PeerDialer;
 use causeway_trust::testing::TestDomain;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, SharedBundles};

@@ -6,7 +6,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use causeway_gateway::service::ServiceName;
-use causeway_gateway::tunnel::header::{DEFAULT_MAX_HEADER_LEN, Protocol, StreamHeader};
+use causeway_gateway::transport::header::{DEFAULT_MAX_HEADER_LEN, Protocol, StreamHeader};
 use causeway_trust::SpiffeId;
 use proptest::prelude::*;
 

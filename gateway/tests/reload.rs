@@ -14,7 +14,7 @@ mod support;
 use std::fs;
 use std::time::Duration;
 
-use causeway_gateway::reload::Expiry;
+use causeway_gateway::creds::Expiry;
 use causeway_gateway::runtime::{StartError, StartOptions, start_with};
 use causeway_trust::testing::TestDomain;
 use causeway_trust::{BundleSet, TrustBundle};

@@ -12,11 +12,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use causeway_gateway::config::{GatewayConfig, Limits};
+use causeway_gateway::proxy::inbound::accept::{Inbound, bind_peer_endpoint};
+use causeway_gateway::proxy::inbound::check;
 use causeway_gateway::service::ServiceName;
-use causeway_gateway::tunnel::header::{Protocol, StreamHeader};
-use causeway_gateway::tunnel::inbound;
-use causeway_gateway::tunnel::quic::{codes, quic_client_config};
-use causeway_gateway::tunnel::serve::{Inbound, bind_peer_endpoint};
+use causeway_gateway::transport::header::{Protocol, StreamHeader};
+use causeway_gateway::transport::quic::{codes, quic_client_config};
 use causeway_trust::testing::TestDomain;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::{BundleSet, Expected, SharedBundles, SpiffeId, SpiffeVerifier, Svid};
@@ -282,10 +282,10 @@ fn inbound_checks_refuse_with_their_own_reasons() {
     ];
     for (gw, caller, service, port, want) in cases {
         let gw = SpiffeId::new(gw).unwrap();
-        let got = inbound::check(&config, &gw, &header(caller, service, port)).unwrap_err();
+        let got = check::check(&config, &gw, &header(caller, service, port)).unwrap_err();
         assert_eq!(got.reason(), want, "{got}");
     }
-    let ok = inbound::check(&config, &east_gw, &header(FRONTEND, "payments", 8080)).unwrap();
+    let ok = check::check(&config, &east_gw, &header(FRONTEND, "payments", 8080)).unwrap();
     assert_eq!(ok.destination.service.as_str(), "payments");
     assert_eq!(ok.principal, None);
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use causeway_gateway::config::GatewayConfig;
-use causeway_gateway::live::Origin;
 use causeway_gateway::runtime::StartOptions;
+use causeway_gateway::state::Origin;
 use clap::Args;
 
 use super::{parse_duration, say};
@@ -68,7 +68,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
             }
             None => {
                 let (running, tasks) =
-                    controlled::start(&args.config, args.reload_interval).await?;
+                    causeway_gateway::controlled::start(&args.config, args.reload_interval).await?;
                 (running, Some(tasks))
             }
         };
@@ -104,109 +104,6 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         running.shutdown(args.drain).await;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// A gateway run by a federation controller: join (once, with the token)
-/// or take the SVID on disk, then serve the first config that arrives, from
-/// the controller or from the last good one cached on disk, and apply every
-/// later version live.
-pub(crate) mod controlled {
-    use std::path::Path;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use anyhow::Context;
-    use causeway_gateway::config::GatewayConfig;
-    use causeway_gateway::control::{
-        ApplyConfig, ApplyFuture, ControlClient, ControlOptions, ControlTasks,
-    };
-    use causeway_gateway::live::Origin;
-    use causeway_gateway::runtime::{Running, StartOptions, start_with};
-    use tokio::sync::{Mutex, oneshot};
-
-    /// Starts the gateway on the first config, applies the later ones.
-    struct Starter {
-        client: Arc<ControlClient>,
-        options: std::sync::Mutex<Option<StartOptions>>,
-        started: Mutex<Option<oneshot::Sender<Running>>>,
-        applier: std::sync::OnceLock<causeway_gateway::apply::ConfigApplier>,
-    }
-
-    impl ApplyConfig for Starter {
-        fn apply(&self, config: GatewayConfig) -> ApplyFuture<'_> {
-            Box::pin(async move {
-                if let Some(applier) = self.applier.get() {
-                    return applier
-                        .apply(config, Origin::new("controller", None))
-                        .map(|_| ())
-                        .map_err(|e| e.to_string());
-                }
-                let mut started = self.started.lock().await;
-                let options = self
-                    .options
-                    .lock()
-                    .map_err(|_| "start options poisoned".to_owned())?
-                    .take()
-                    .ok_or_else(|| "the gateway is already starting".to_owned())?;
-                let running = start_with(config, options)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.client
-                    .attach(running.credentials().clone(), running.metrics().clone());
-                let _ = self.applier.set(running.applier());
-                if let Some(tx) = started.take() {
-                    let _ = tx.send(running);
-                }
-                Ok(())
-            })
-        }
-    }
-
-    /// Starts `client`'s tasks with an applier that starts the gateway
-    /// (with `options`) on the first config and swaps in every later one.
-    /// The running gateway arrives on the receiver once the first config
-    /// is in effect.
-    pub(crate) fn spawn(
-        client: &Arc<ControlClient>,
-        options: StartOptions,
-    ) -> (oneshot::Receiver<Running>, ControlTasks) {
-        let (tx, rx) = oneshot::channel();
-        let starter = Arc::new(Starter {
-            client: client.clone(),
-            options: std::sync::Mutex::new(Some(options)),
-            started: Mutex::new(Some(tx)),
-            applier: std::sync::OnceLock::new(),
-        });
-        (rx, client.spawn(starter))
-    }
-
-    /// `causeway gateway --config FILE` for a file with a `controller:`
-    /// section: loads it, joins if there is no SVID yet, and returns once
-    /// the first config (the controller's or the cached one) is in effect.
-    pub(crate) async fn start(
-        config: &Path,
-        reload_interval: Duration,
-    ) -> anyhow::Result<(Running, ControlTasks)> {
-        let registry = prometheus::Registry::new();
-        let client = ControlClient::load(config, ControlOptions::default(), &registry)?;
-        client
-            .ensure_svid()
-            .await
-            .context("getting the gateway's SVID from its controller")?;
-        tracing::info!("waiting for the first config, from the controller or the disk cache");
-        let (rx, tasks) = spawn(
-            &client,
-            StartOptions {
-                registry,
-                reload_interval,
-                origin: Origin::new("controller", None),
-            },
-        );
-        let running = rx
-            .await
-            .context("the control client stopped before the gateway started")?;
-        Ok((running, tasks))
-    }
 }
 
 /// Waits for SIGTERM or Ctrl-C; calls `reload` on every SIGHUP meanwhile.

@@ -13,8 +13,6 @@ mod gateway;
 pub(crate) mod rotate;
 mod svid;
 
-pub(crate) use gateway::controlled;
-
 use std::process::ExitCode;
 use std::time::Duration;
 

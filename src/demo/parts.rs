@@ -204,7 +204,7 @@ impl Parts {
         let path = self
             .addresses
             .write(&dir, "gateway.yaml", side.gateway, &declared.all())?;
-        let (running, tasks) = crate::cli::controlled::start(&path, Duration::from_secs(1))
+        let (running, tasks) = causeway_gateway::controlled::start(&path, Duration::from_secs(1))
             .await
             .with_context(|| format!("starting {}", control.name))?;
         let bound = [

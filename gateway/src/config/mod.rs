@@ -17,7 +17,7 @@ use std::time::Duration;
 use causeway_trust::{SpiffeId, TrustDomain};
 
 use crate::service::ServiceName;
-use crate::tunnel::header::DEFAULT_MAX_HEADER_LEN;
+use crate::transport::header::DEFAULT_MAX_HEADER_LEN;
 pub use causeway_resources::names::PrincipalName;
 pub use causeway_resources::{IdPattern, PatternError};
 pub use identity::{IdentityRule, IdentityRules, Principal};

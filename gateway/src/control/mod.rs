@@ -55,8 +55,8 @@ use tracing::{info, warn};
 use crate::config::control::ControllerSettings;
 use crate::config::raw::RawConfig;
 use crate::config::{ConfigError, GatewayConfig, Problem};
+use crate::creds::Credentials;
 use crate::metrics::Metrics;
-use crate::reload::Credentials;
 use backoff::Backoff;
 use files::{DataDir, FileError};
 use join::{Issued, JoinError, JoinToken};
@@ -319,7 +319,7 @@ impl ControlClient {
     /// the data directory, or a new one from a join with the token file.
     pub async fn ensure_svid(&self) -> Result<Arc<Svid>, JoinError> {
         if let Some(svid) = self.svid.load_full()
-            && svid.info().not_after > crate::reload::unix_now()
+            && svid.info().not_after > crate::creds::unix_now()
         {
             return Ok(svid);
         }
@@ -340,7 +340,7 @@ impl ControlClient {
         .await?;
         self.store_issued(&issued)?;
         info!(serial = %issued.svid.info().serial,
-            not_after = %crate::reload::rfc3339(issued.svid.info().not_after),
+            not_after = %crate::creds::rfc3339(issued.svid.info().not_after),
             "joined: first SVID written; the token file is not needed any more");
         Ok(Arc::new(issued.svid))
     }

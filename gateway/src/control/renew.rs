@@ -125,7 +125,7 @@ impl ControlClient {
                     let i = issued.svid.info();
                     self.metrics.renewal("ok", cause.label());
                     info!(serial = %i.serial, previous_serial = %previous.info().serial,
-                        not_after = %crate::reload::rfc3339(i.not_after), cause = cause.label(), "SVID renewed");
+                        not_after = %crate::creds::rfc3339(i.not_after), cause = cause.label(), "SVID renewed");
                     let Some(d) = self.root_demand(&issued.svid) else {
                         return;
                     };
@@ -145,7 +145,7 @@ impl ControlClient {
                     let current = self.svid.load_full();
                     let expired = current
                         .as_ref()
-                        .is_none_or(|s| s.info().not_after < crate::reload::unix_now());
+                        .is_none_or(|s| s.info().not_after < crate::creds::unix_now());
                     let delay = renew_retry_delay(
                         retry.next_delay(),
                         current.as_ref().map_or(0, |s| s.info().not_after),

@@ -15,7 +15,6 @@
     reason = "test support"
 )]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
@@ -28,12 +27,9 @@ use causeway_gateway::config::GatewayConfig;
 use causeway_gateway::control::backoff::Backoff;
 use causeway_gateway::control::tls::sha256_hex;
 use causeway_gateway::control::{
-    ApplyConfig, ApplyFuture, ControlClient, ControlOptions, authorities_digest,
+    ApplyConfig, ApplyFuture, ControlClient, ControlOptions, ControlTasks, authorities_digest,
 };
-use causeway_gateway::live::Origin;
-use causeway_gateway::metrics::Metrics;
-use causeway_gateway::reload::Credentials;
-use causeway_gateway::runtime::{Running, StartOptions, start_with};
+use causeway_gateway::runtime::{Running, StartOptions};
 use causeway_proto::controller::v1 as pb;
 use causeway_proto::controller::v1::gateway_api_server::{GatewayApi, GatewayApiServer};
 use causeway_proto::controller::v1::gateway_message::Message as FromGateway;
@@ -573,66 +569,15 @@ impl ApplyConfig for Recorder {
     }
 }
 
-/// Starts a real gateway at the first config (what the binary will do).
-pub struct Starter {
-    client: Arc<ControlClient>,
-    running: tokio::sync::Mutex<Option<Running>>,
-    ready: tokio::sync::Notify,
-}
-
-impl Starter {
-    pub fn new(client: Arc<ControlClient>) -> Arc<Self> {
-        Arc::new(Self {
-            client,
-            running: tokio::sync::Mutex::new(None),
-            ready: tokio::sync::Notify::new(),
-        })
-    }
-
-    /// The listeners of the started gateway, within 10 s.
-    pub async fn wait_running(&self) -> BTreeMap<String, SocketAddr> {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let notified = self.ready.notified();
-                if let Some(r) = self.running.lock().await.as_ref() {
-                    return r.listeners.clone();
-                }
-                notified.await;
-            }
-        })
+/// Starts a real gateway at the first config and applies the later ones,
+/// as the binary does (`causeway_gateway::controlled`); within 10 s.
+pub async fn start_controlled(client: &Arc<ControlClient>) -> (Running, ControlTasks) {
+    let (rx, tasks) = causeway_gateway::controlled::spawn(client, StartOptions::default());
+    let running = tokio::time::timeout(Duration::from_secs(10), rx)
         .await
         .expect("the gateway never started")
-    }
-
-    /// The running gateway's live credentials and metrics.
-    pub async fn live(&self) -> (Arc<Credentials>, Arc<Metrics>) {
-        let running = self.running.lock().await;
-        let r = running.as_ref().expect("a running gateway");
-        (r.credentials().clone(), r.metrics().clone())
-    }
-}
-
-impl ApplyConfig for Starter {
-    fn apply(&self, config: GatewayConfig) -> ApplyFuture<'_> {
-        Box::pin(async move {
-            let mut running = self.running.lock().await;
-            if let Some(r) = running.as_ref() {
-                // As the binary does: later versions are applied live.
-                return r
-                    .apply_config(config, Origin::new("controller", None))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-            }
-            let r = start_with(config, StartOptions::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            self.client
-                .attach(r.credentials().clone(), r.metrics().clone());
-            *running = Some(r);
-            self.ready.notify_waiters();
-            Ok(())
-        })
-    }
+        .expect("the control client stopped before the gateway started");
+    (running, tasks)
 }
 
 pub fn mode(path: &Path) -> u32 {

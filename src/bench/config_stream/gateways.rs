@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use causeway_gateway::control::{Answer, ControlClient, ControlOptions, ControlTasks};
-use causeway_gateway::live::Origin;
 use causeway_gateway::runtime::{Running, StartOptions};
+use causeway_gateway::state::Origin;
 use causeway_proto::controller::v1 as pb;
 use causeway_proto::controller::v1::admin_api_client::AdminApiClient;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::Channel;
 
-use crate::cli::controlled;
+use causeway_gateway::controlled;
 
 /// One gateway, joined, before its config stream starts.
 pub(crate) struct Joined {

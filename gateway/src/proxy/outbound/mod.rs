@@ -1,6 +1,15 @@
 //! Where a local caller's connection goes: a local service (checked by the
 //! rules here) or an imported service (through a stream to the peer
 //! gateway that exports it, whose own rules decide).
+//!
+//! - [`accept`]: local listeners: who is calling (an assigned identity, or
+//!   the SVID of an mTLS caller), then TCP or HTTP;
+//! - [`tcp`]: a TCP connection to its listener's one destination;
+//! - [`http`]: HTTP/1.1 and h2c calls, routed by Host.
+
+pub mod accept;
+pub mod http;
+mod tcp;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,24 +20,19 @@ use tokio::net::TcpStream;
 
 use crate::config::{Destination, GatewayConfig, Import};
 use crate::drain::Drain;
-use crate::http::forward::CallError;
-use crate::live::{Live, Origin, Snapshot};
 use crate::metrics::Metrics;
-use crate::tunnel::dial::{DialError, PeerDialer, PeerSlots};
-use crate::tunnel::header::{Protocol, StreamHeader};
-use crate::tunnel::quic::TunnelError;
-use crate::upstream::{RoundRobin, Unavailable};
+use crate::proxy::error::CallError;
+use crate::state::endpoints::Unavailable;
+use crate::state::{Live, Origin, Route, RouteError, Snapshot};
+use crate::transport::dial::{DialError, PeerDialer, PeerSlots};
+use crate::transport::header::{Protocol, StreamHeader};
+use crate::transport::quic::TunnelError;
 
 /// Why a local caller's connection could not be carried.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("{}:{} is neither a local nor an imported service", .0.service, .0.port)]
-    NoRoute(Destination),
-    #[error("no rule allows {caller} to reach {}:{}", .destination.service, .destination.port)]
-    Denied {
-        caller: SpiffeId,
-        destination: Destination,
-    },
+    #[error(transparent)]
+    Route(#[from] RouteError),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
     #[error(transparent)]
@@ -38,8 +42,7 @@ pub enum OutboundError {
 impl OutboundError {
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::NoRoute(_) => "no_route",
-            Self::Denied { .. } => "denied",
+            Self::Route(e) => e.reason(),
             Self::Unavailable(_) => "unavailable",
             Self::Peer(e) => e.reason(),
         }
@@ -60,15 +63,6 @@ pub struct CallContext {
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
     pub deadline: Option<SystemTime>,
-}
-
-/// Where a destination is served.
-#[derive(Debug)]
-pub enum Route<'a> {
-    /// A local service the caller may reach: its endpoints.
-    Local(&'a RoundRobin),
-    /// A peer's service; the peer's rules decide.
-    Import(&'a Import),
 }
 
 /// The routing and connecting for local callers.
@@ -154,11 +148,7 @@ impl Outbound {
 impl From<OutboundError> for CallError {
     fn from(e: OutboundError) -> Self {
         match e {
-            OutboundError::NoRoute(d) => CallError::NoRoute(format!("{}:{}", d.service, d.port)),
-            OutboundError::Denied { .. } => CallError::Refused {
-                reason: "denied",
-                detail: e.to_string(),
-            },
+            OutboundError::Route(r) => CallError::from(r),
             OutboundError::Unavailable(u) => CallError::Unavailable {
                 reason: "unavailable",
                 detail: u.to_string(),

@@ -14,22 +14,21 @@ use causeway_trust::tls::SvidSource;
 use causeway_trust::verify::RefusalObserver;
 use causeway_trust::{Expected, SharedBundles, SpiffeId, SpiffeVerifier, TrustDomain};
 use hyper::service::service_fn;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::GatewayConfig;
 use crate::drain::Drain;
-use crate::http::forward::CallError;
-use crate::http::tunnel as http_tunnel;
-use crate::live::Live;
 use crate::metrics::{Direction, Metrics};
-use crate::tunnel::dial::credentials_expiry_ms;
-use crate::tunnel::header::{HeaderError, Protocol, StreamHeader};
-use crate::tunnel::inbound::{self, Refusal};
-use crate::tunnel::quic::{TunnelError, codes, quic_server_config};
-use crate::tunnel::udp;
-use crate::upstream::Unavailable;
+use crate::proxy::error::CallError;
+use crate::proxy::inbound::check::{self, Refusal};
+use crate::proxy::tunnel_h2 as http_tunnel;
+use crate::state::Live;
+use crate::state::endpoints::Unavailable;
+use crate::transport::dial::credentials_expiry_ms;
+use crate::transport::header::{HeaderError, Protocol, StreamHeader};
+use crate::transport::quic::{TunnelError, codes, quic_server_config};
+use crate::transport::udp;
 
 /// How long a peer may take to send a stream header.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,7 +124,11 @@ async fn sleep_until_unix_ms(ms: i64) {
     }
 }
 
-fn fail(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: quinn::VarInt) {
+pub(super) fn fail(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    code: quinn::VarInt,
+) {
     let _ = send.reset(code);
     let _ = recv.stop(code);
 }
@@ -258,7 +261,7 @@ impl Inbound {
         let http = header.protocol != Protocol::Tcp;
         // The config in effect once the header is in, for the whole stream.
         let snap = self.live.load();
-        let admitted = match inbound::check(&snap.config, peer, &header) {
+        let admitted = match check::check(&snap.config, peer, &header) {
             Ok(a) => a,
             Err(r) => {
                 self.count(&peer_td, header.service.as_str(), r.reason(), started);
@@ -299,42 +302,17 @@ impl Inbound {
                 .await
                 .map_err(StreamError::Http);
         }
-        let _tracked = self.drain.track();
-        let _open = self.metrics.stream_guard(Direction::Inbound);
-        let service = dest.service.as_str();
-        let upstream = match snap.upstreams.get(&dest) {
-            Some(rr) => rr.connect(&dest, snap.config.limits.connect_timeout).await,
-            None => Err(Unavailable {
-                service: dest.service.to_string(),
-                port: dest.port,
-                attempts: 0,
-                last: "no endpoints".into(),
-            }),
-        };
-        let mut upstream: TcpStream = match upstream {
-            Ok(s) => s,
-            Err(e) => {
-                fail(&mut send, &mut recv, codes::UNAVAILABLE);
-                self.count(&peer_td, service, "unavailable", started);
-                return Err(e.into());
-            }
-        };
-        let mut stream = tokio::io::join(recv, send);
-        let r = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
-        match r {
-            Ok((down, up)) => {
-                self.metrics.bytes(Direction::Inbound, service, down, up);
-                self.count(&peer_td, service, "ok", started);
-                Ok(())
-            }
-            Err(e) => {
-                self.count(&peer_td, service, "reset", started);
-                Err(StreamError::Copy(e))
-            }
-        }
+        self.tcp_call(&snap, &dest, send, recv, &peer_td, started)
+            .await
     }
 
-    fn count(&self, peer_td: &TrustDomain, service: &str, result: &str, started: Instant) {
+    pub(super) fn count(
+        &self,
+        peer_td: &TrustDomain,
+        service: &str,
+        result: &str,
+        started: Instant,
+    ) {
         self.metrics.request(
             Direction::Inbound,
             service,

@@ -14,7 +14,7 @@
 use causeway_trust::{SpiffeId, TrustDomain};
 
 use crate::config::{Destination, GatewayConfig, PrincipalName};
-use crate::tunnel::header::StreamHeader;
+use crate::transport::header::StreamHeader;
 
 /// Why an inbound stream was refused. Each has its own metric label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,9 +23,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{GatewayConfig, Limits, Peer};
-use crate::tunnel::header::StreamHeader;
-use crate::tunnel::quic::{TunnelError, quic_client_config};
-use crate::tunnel::udp;
+use crate::transport::header::StreamHeader;
+use crate::transport::quic::{TunnelError, quic_client_config};
+use crate::transport::udp;
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

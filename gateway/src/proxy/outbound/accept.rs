@@ -13,15 +13,13 @@ use causeway_trust::tls::{SvidSource, TlsError, server_config};
 use causeway_trust::verify::RefusalObserver;
 use causeway_trust::{Expected, SharedBundles, SpiffeVerifier};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::config::{CallerMode, Destination, Listener, ListenerKind};
-use crate::http::headers::CallerCert;
-use crate::metrics::Direction;
-use crate::outbound::{CallContext, Outbound};
+use crate::config::{CallerMode, Listener, ListenerKind};
+use crate::proxy::headers::CallerCert;
+use crate::proxy::outbound::{CallContext, Outbound};
 
 /// The TLS side of an mTLS listener: callers must present an SVID of this
 /// gateway's own trust domain. HTTP listeners offer h2 and http/1.1.
@@ -87,10 +85,10 @@ pub async fn serve(
                         request_id: format!("{}-{n}", listener.name),
                         ..CallContext::default()
                     };
-                    tcp_call(io, from, &caller, destination, &ctx, &outbound).await;
+                    super::tcp::call(io, from, &caller, destination, &ctx, &outbound).await;
                 }
                 ListenerKind::Http => {
-                    crate::http::serve_connection(io, caller, outbound).await;
+                    crate::proxy::outbound::http::serve_connection(io, caller, outbound).await;
                 }
             }
         });
@@ -132,55 +130,6 @@ async fn authenticate(
         (CallerMode::Mtls, None) => {
             warn!(listener = %listener.name, "mTLS listener without TLS config: connection dropped");
             None
-        }
-    }
-}
-
-/// One TCP call: the connection's bytes to the destination and back. A
-/// refused call is closed (TCP has no way to say why); the log and the
-/// metrics say.
-async fn tcp_call(
-    mut downstream: Downstream,
-    from: SocketAddr,
-    caller: &CallerCert,
-    dest: &Destination,
-    ctx: &CallContext,
-    outbound: &Outbound,
-) {
-    let started = Instant::now();
-    let _tracked = outbound.drain.track();
-    let _open = outbound.metrics.stream_guard(Direction::Outbound);
-    let snap = outbound.live.load();
-    let (service, peer_td) = (dest.service.as_str(), snap.peer_domain(dest));
-    let metrics = &outbound.metrics;
-    match outbound.connect(&snap, &caller.id, dest, ctx).await {
-        Ok(mut upstream) => {
-            let r = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-            let result = match &r {
-                Ok((up, down)) => {
-                    metrics.bytes(Direction::Outbound, service, *up, *down);
-                    "ok"
-                }
-                Err(_) => "reset",
-            };
-            metrics.request(
-                Direction::Outbound,
-                service,
-                peer_td,
-                result,
-                started.elapsed(),
-            );
-            debug!(%from, service, "connection done: {r:?}");
-        }
-        Err(e) => {
-            metrics.request(
-                Direction::Outbound,
-                service,
-                peer_td,
-                e.reason(),
-                started.elapsed(),
-            );
-            info!(%from, caller = %caller.id, service, reason = e.reason(), "refused: {e}");
         }
     }
 }

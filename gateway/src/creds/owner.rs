@@ -1,55 +1,9 @@
-//! Credential reload: once a gateway runs, the task started here is the one
-//! owner of its SVID and bundles. It watches the files the config names,
-//! and when one changes it loads and checks the new contents *before*
-//! swapping them into the [`SvidSource`] and [`SharedBundles`] that the
-//! peer listener and the dialer read at every handshake. Established
-//! connections are never touched.
-//!
-//! ```text
-//! every interval (or on reload_now, e.g. SIGHUP):
-//!   read file(s) ─► content hash ─┬─ same as in use ────────────► nothing
-//!                                 ├─ same as a refused one ─────► nothing (until it changes)
-//!                                 ├─ differs from last tick ────► wait a tick (a writer may be busy)
-//!                                 └─ stable for one interval ───► parse + check ─┬─ ok ─► swap, log, count
-//!                                                                               └─ bad ─► keep the last good,
-//!                                                                                         log, count
-//! ```
-//!
-//! The checks, in order: the PEM parses into an X.509-SVID carrying the
-//! config's ID (the checks of [`crate::runtime::load_svid`], shared with start-up); it is neither
-//! expired nor not yet valid; it chains to the bundle held for our own
-//! trust domain, if the SVID in use does (PEM cannot tell a chain file cut
-//! after its first block from a leaf-only file: this catches it); the key
-//! belongs to the certificate. Bundles: the file parses and every authority
-//! can be a trust anchor.
-//!
-//! Waiting for a change to be stable for one interval keeps a rotation tool
-//! that writes the certificate and then the key (or rewrites a file in
-//! place) from producing a refusal on every rotation; a file that stays
-//! broken is refused, logged with its path and reason, counted in
-//! `causeway_gateway_credential_reloads_total`, and not retried until its
-//! contents change. A certificate that is not yet valid, or that does not
-//! chain to our bundle yet, is retried every tick (clock skew passes; the
-//! bundle may be written after the SVID). Each pass reads the bundles
-//! before the SVID, so that an SVID from a new root and the own bundle that
-//! adds the root, written one after the other (root rotation), are taken
-//! in the same pass. Every swap is announced on [`Credentials::changes`].
-//!
-//! The bundle files of other trust domains may change with the config
-//! ([`Credentials::prepare_bundle_files`], then
-//! [`Credentials::commit_bundle_files`] when the config is swapped in): a
-//! new peer's bundle is read and checked before the config naming the peer
-//! is in effect, and from then on watched like the others.
-//!
-//! The same task warns about expiry: an SVID within a third of its lifetime
-//! (or ten minutes) of `not_after` is logged at warn, an expired one at
-//! error, at start, at every swap and then every [`EXPIRY_LOG_EVERY`].
+//! The one owner of a running gateway's SVID and bundles: [`Credentials`].
 
 use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use causeway_trust::tls::{SvidSource, TlsError};
 use causeway_trust::{
@@ -57,22 +11,19 @@ use causeway_trust::{
 };
 use rustls_pki_types::UnixTime;
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
+use super::expiry::{Expiry, ExpiryLog, log_expiry, rfc3339, system_time, unix_now};
+use super::load::{LoadError, bundle_from_file, insert_bundle, svid_from_pem};
+use super::watch::{Hashed, ReloadTask, Watch, Watches, read_hashed};
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
-use crate::runtime::{StartError, bundle_from_file, insert_bundle, svid_from_pem};
 
 /// How often the credential files are read when nothing else is said.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// The shortest interval accepted; shorter ones are raised to it.
 pub const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
-/// How often a standing expiry warning or error is repeated.
-pub const EXPIRY_LOG_EVERY: Duration = Duration::from_secs(60);
-/// An SVID closer than this to its expiry is always warned about.
-pub const EXPIRY_WARN_FLOOR: Duration = Duration::from_secs(600);
 
 /// Why new credential files were not taken. The SVID or bundle in use
 /// stays.
@@ -81,7 +32,7 @@ pub enum ReloadError {
     #[error("cannot read {}: {detail}", path.display())]
     Unreadable { path: PathBuf, detail: String },
     #[error(transparent)]
-    Invalid(StartError),
+    Invalid(LoadError),
     #[error("{}: the private key in {} cannot be used with certificate {serial}: {detail}", cert.display(), key.display())]
     Key {
         cert: PathBuf,
@@ -119,7 +70,7 @@ impl ReloadError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unreadable { .. } => "unreadable",
-            Self::Invalid(StartError::WrongIdentity { .. }) => "wrong_identity",
+            Self::Invalid(LoadError::WrongIdentity { .. }) => "wrong_identity",
             Self::Invalid(_) => "invalid",
             Self::Key { .. } => "key_mismatch",
             Self::Expired { .. } => "expired",
@@ -132,74 +83,6 @@ impl ReloadError {
     /// bundle holding the new root may arrive after the SVID.
     fn retry_same_contents(&self) -> bool {
         matches!(self, Self::NotYetValid { .. } | Self::UntrustedChain { .. })
-    }
-}
-
-/// Where an SVID stands against the clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    Valid,
-    /// Within a third of its lifetime, or [`EXPIRY_WARN_FLOOR`] when that is
-    /// less than half the lifetime, of expiry.
-    Expiring {
-        remaining_secs: i64,
-    },
-    Expired,
-    NotYetValid,
-}
-
-impl Expiry {
-    /// Classifies a validity period (Unix seconds) at `now`, with the
-    /// verifier's bounds: valid through `not_after` inclusive.
-    pub fn at(not_before: i64, not_after: i64, now: i64) -> Self {
-        if now > not_after {
-            return Self::Expired;
-        }
-        if now < not_before {
-            return Self::NotYetValid;
-        }
-        let lifetime = not_after.saturating_sub(not_before);
-        let floor = i64::try_from(EXPIRY_WARN_FLOOR.as_secs()).unwrap_or(i64::MAX);
-        let remaining_secs = not_after - now;
-        // The floor never reaches back past half the lifetime, where a
-        // controller-run gateway renews: a short-lived SVID on schedule is
-        // not "expiring".
-        let floor = if floor < lifetime / 2 { floor } else { 0 };
-        if remaining_secs <= (lifetime / 3).max(floor) {
-            Self::Expiring { remaining_secs }
-        } else {
-            Self::Valid
-        }
-    }
-
-    /// A label for the config dump.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Valid => "valid",
-            Self::Expiring { .. } => "expiring",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-        }
-    }
-}
-
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// RFC 3339 text for Unix seconds (the number itself when out of range).
-pub fn rfc3339(unix: i64) -> String {
-    let t = match u64::try_from(unix) {
-        Ok(s) => UNIX_EPOCH.checked_add(Duration::from_secs(s)),
-        Err(_) => UNIX_EPOCH.checked_sub(Duration::from_secs(unix.unsigned_abs())),
-    };
-    match t {
-        Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
-        None => unix.to_string(),
     }
 }
 
@@ -608,16 +491,6 @@ pub struct BundleFiles {
     added: Vec<(TrustDomain, TrustBundle)>,
 }
 
-/// Stops the reload task when dropped.
-#[derive(Debug)]
-pub struct ReloadTask(JoinHandle<()>);
-
-impl Drop for ReloadTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Swap {
     Swapped,
@@ -625,132 +498,6 @@ enum Swap {
     Unchanged,
 }
 
-/// What the task knows of one source's contents, by hash.
-#[derive(Debug, Default)]
-struct Watch {
-    /// The contents in use.
-    applied: Option<u64>,
-    /// The contents read on the previous tick.
-    seen: Option<u64>,
-    /// Contents refused; not tried again until they change.
-    refused: Option<u64>,
-    /// The last refusal logged and counted.
-    logged: Option<(u64, &'static str)>,
-}
-
-impl Watch {
-    /// Whether to try the contents with this hash now.
-    fn step(&mut self, hash: u64, forced: bool) -> bool {
-        if self.applied == Some(hash) {
-            self.seen = Some(hash);
-            return false;
-        }
-        if self.refused == Some(hash) && !forced {
-            return false;
-        }
-        let stable = self.seen == Some(hash);
-        self.seen = Some(hash);
-        stable || forced
-    }
-}
-
-#[derive(Debug, Default)]
-struct Watches {
-    svid: Watch,
-    bundles: BTreeMap<TrustDomain, Watch>,
-}
-
-/// The hash of what was read, and what was read or why it could not be.
-type Hashed<T> = (u64, Result<T, ReloadError>);
-
-/// Reads files whole; the hash covers every file's contents, or the error.
-/// Credential files are a few kilobytes on a local or memory file system
-/// (a Kubernetes secret volume), so they are read in place, not on a
-/// blocking thread.
-fn read_hashed(paths: &[&PathBuf]) -> Hashed<Vec<Vec<u8>>> {
-    let mut h = DefaultHasher::new();
-    let mut out = Vec::with_capacity(paths.len());
-    for path in paths {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                bytes.hash(&mut h);
-                out.push(bytes);
-            }
-            Err(e) => {
-                let detail = e.to_string();
-                (path, &detail).hash(&mut h);
-                let err = ReloadError::Unreadable {
-                    path: (*path).clone(),
-                    detail,
-                };
-                return (h.finish(), Err(err));
-            }
-        }
-    }
-    (h.finish(), Ok(out))
-}
-
 fn same_svid(a: &Svid, b: &Svid) -> bool {
     a.chain() == b.chain() && a.key().secret_der() == b.key().secret_der()
-}
-
-fn system_time(unix: i64) -> SystemTime {
-    u64::try_from(unix)
-        .ok()
-        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
-        .unwrap_or(UNIX_EPOCH)
-}
-
-/// Logs the SVID's expiry state: error when expired, warn when close.
-pub fn log_expiry(svid: &Svid, now: i64) -> Expiry {
-    let i = svid.info();
-    let state = Expiry::at(i.not_before, i.not_after, now);
-    let not_after = rfc3339(i.not_after);
-    match state {
-        Expiry::Expired => error!(id = %i.spiffe_id, serial = %i.serial, %not_after,
-            "the SVID in use has EXPIRED: peer gateways refuse this gateway until it is renewed"),
-        Expiry::Expiring { remaining_secs } => warn!(id = %i.spiffe_id, serial = %i.serial,
-            %not_after, remaining_secs, "the SVID in use expires soon and has not been renewed"),
-        Expiry::NotYetValid => warn!(id = %i.spiffe_id, serial = %i.serial,
-            not_before = %rfc3339(i.not_before), "the SVID in use is not valid yet (clock skew?)"),
-        Expiry::Valid => {}
-    }
-    state
-}
-
-/// Repeats the expiry log while the SVID is in a bad state, and logs when
-/// the state changes with time.
-#[derive(Debug)]
-struct ExpiryLog {
-    serial: String,
-    state: Expiry,
-    logged_at: Instant,
-}
-
-impl ExpiryLog {
-    fn new(svid: &Svid) -> Self {
-        let i = svid.info();
-        Self {
-            serial: i.serial.clone(),
-            state: Expiry::at(i.not_before, i.not_after, unix_now()),
-            logged_at: Instant::now(),
-        }
-    }
-
-    fn tick(&mut self, svid: &Svid) {
-        let i = svid.info();
-        let state = Expiry::at(i.not_before, i.not_after, unix_now());
-        if i.serial != self.serial {
-            // A swap logs its own expiry state.
-            *self = Self::new(svid);
-            return;
-        }
-        let changed = std::mem::discriminant(&state) != std::mem::discriminant(&self.state);
-        let due = state != Expiry::Valid && self.logged_at.elapsed() >= EXPIRY_LOG_EVERY;
-        if changed || due {
-            log_expiry(svid, unix_now());
-            self.logged_at = Instant::now();
-        }
-        self.state = state;
-    }
 }

@@ -28,11 +28,44 @@ use causeway_trust::{SpiffeId, TrustDomain};
 use tokio::sync::Semaphore;
 
 use crate::config::{Destination, GatewayConfig, Import, PrincipalName};
-use crate::http::forward::HttpClients;
-use crate::outbound::{OutboundError, Route};
-use crate::reload::unix_now;
-use crate::tunnel::dial::PeerSlots;
-use crate::upstream::LocalUpstreams;
+use crate::creds::unix_now;
+use crate::transport::dial::PeerSlots;
+use endpoints::{LocalUpstreams, RoundRobin};
+use pools::HttpClients;
+
+pub mod endpoints;
+pub mod pools;
+
+/// Where a destination is served.
+#[derive(Debug)]
+pub enum Route<'a> {
+    /// A local service the caller may reach: its endpoints.
+    Local(&'a RoundRobin),
+    /// A peer's service; the peer's rules decide.
+    Import(&'a Import),
+}
+
+/// Why a local caller cannot be routed to a destination.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("{}:{} is neither a local nor an imported service", .0.service, .0.port)]
+    NoRoute(Destination),
+    #[error("no rule allows {caller} to reach {}:{}", .destination.service, .destination.port)]
+    Denied {
+        caller: SpiffeId,
+        destination: Destination,
+    },
+}
+
+impl RouteError {
+    /// A short, closed-set label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoRoute(_) => "no_route",
+            Self::Denied { .. } => "denied",
+        }
+    }
+}
 
 /// Where a config came from: a file, or the controller's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,10 +171,10 @@ impl Snapshot {
 
     /// Where `dest` is served, if `caller` may go there: local services are
     /// checked against the local rules here; an import's peer decides.
-    pub fn route(&self, caller: &SpiffeId, dest: &Destination) -> Result<Route<'_>, OutboundError> {
+    pub fn route(&self, caller: &SpiffeId, dest: &Destination) -> Result<Route<'_>, RouteError> {
         if let Some(rr) = self.upstreams.get(dest) {
             if !self.config.authorizes(caller, dest) {
-                return Err(OutboundError::Denied {
+                return Err(RouteError::Denied {
                     caller: caller.clone(),
                     destination: dest.clone(),
                 });
@@ -152,7 +185,7 @@ impl Snapshot {
             .imports
             .get(dest)
             .map(Route::Import)
-            .ok_or_else(|| OutboundError::NoRoute(dest.clone()))
+            .ok_or_else(|| RouteError::NoRoute(dest.clone()))
     }
 
     /// The import serving `dest`, if it is one.

@@ -18,15 +18,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::body::Body;
 use crate::config::Destination;
-use crate::http::forward::{Body, CallError, chain, retarget};
-use crate::tunnel::quic::codes;
+use crate::proxy::error::CallError;
+use crate::proxy::local::{chain, retarget};
+use crate::transport::quic::codes;
 
 type StreamIo = tokio::io::Join<quinn::RecvStream, quinn::SendStream>;
 
 /// The sending gateway's side: one request over a fresh stream to a peer,
 /// waiting for the response head until `deadline`.
-pub async fn send(
+pub(crate) async fn send(
     stream: StreamIo,
     mut parts: Parts,
     body: Body,
@@ -115,7 +117,7 @@ impl AsyncWrite for Observed {
 
 /// The receiving gateway's side: serves the stream's HTTP/2 connection
 /// with `service` until the caller is done.
-pub async fn serve<S>(stream: StreamIo, service: S) -> Result<(), hyper::Error>
+pub(crate) async fn serve<S>(stream: StreamIo, service: S) -> Result<(), hyper::Error>
 where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible>
         + Send,

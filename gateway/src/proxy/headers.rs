@@ -12,7 +12,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::PrincipalName;
-use crate::tunnel::header::{MAX_REQUEST_ID_LEN, check_text, check_traceparent};
+use crate::transport::header::{MAX_REQUEST_ID_LEN, check_text, check_traceparent};
 
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");

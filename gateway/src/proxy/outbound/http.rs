@@ -1,34 +1,18 @@
-//! HTTP calls through the gateway.
-//!
-//! A local caller's request, on an HTTP/1.1 or h2c listener:
+//! HTTP calls of local callers, on an HTTP/1.1 or h2c listener:
 //!
 //! ```text
 //! Host / :authority → destination (local service or import)   404 if none
 //! strip hop-by-hop and x-forwarded-client-cert; keep or start traceparent
 //! local service:  rules → set XFCC → pooled upstream connection  403 / 503 / 504
-//! import:         stream to the peer (header, then HTTP/2) → the peer's answer
+//! import:         stream to the peer (header, then the call) → the peer's answer
 //! ```
-//!
-//! A peer's request, on a tunnel stream whose header the inbound checks
-//! passed: strip XFCC and `x-causeway-principal`, set XFCC from the stream
-//! header's caller and the principal from the identity map (when it maps
-//! the caller), hand it to a local endpoint.
-
-pub mod forward;
-pub mod headers;
-pub mod tunnel;
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response, Version, header};
-use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -37,17 +21,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::body::{Body, guard_response, incoming};
 use crate::config::{Destination, GatewayConfig};
-use crate::drain::Tracked;
-use crate::live::Snapshot;
-use crate::metrics::{Direction, Metrics, StreamGuard};
-use crate::outbound::{CallContext, Outbound, Route};
+use crate::metrics::Direction;
+use crate::proxy::error::{CallError, refuse};
+use crate::proxy::headers::{self, CallerCert};
+use crate::proxy::local;
+use crate::proxy::outbound::{CallContext, Outbound};
+use crate::proxy::tunnel_h2 as tunnel;
 use crate::service::ServiceName;
-use crate::tunnel::header::{Protocol, StreamHeader};
-use crate::tunnel::inbound::Admitted;
-use crate::tunnel::serve::Inbound;
-use forward::{Body, CallError, incoming};
-use headers::CallerCert;
+use crate::state::Route;
+use crate::transport::header::Protocol;
 
 /// The destination a request names in `:authority` or `Host`. A port in
 /// it is used when that service port exists; otherwise a name with a
@@ -135,16 +119,16 @@ async fn call(ob: &Outbound, caller: &CallerCert, req: Request<Incoming>) -> Res
         Err(e) => Err(CallError::from(e)),
         Ok(Route::Local(endpoints)) => {
             headers::set_xfcc(&mut parts.headers, &snap.config.id, caller);
-            snap.http
-                .send(
-                    endpoints,
-                    &dest,
-                    parts,
-                    incoming(body),
-                    downstream_h2,
-                    deadline,
-                )
-                .await
+            local::send(
+                &snap.http,
+                endpoints,
+                &dest,
+                parts,
+                incoming(body),
+                downstream_h2,
+                deadline,
+            )
+            .await
         }
         Ok(Route::Import(import)) => {
             let ctx = CallContext {
@@ -208,132 +192,5 @@ fn peer_answer(resp: &Response<Incoming>) -> &'static str {
         b"timeout" => "peer_timeout",
         b"upstream_error" => "peer_upstream_error",
         _ => "peer_other",
-    }
-}
-
-fn refuse(
-    metrics: &Metrics,
-    direction: Direction,
-    service: &str,
-    peer_td: &str,
-    e: CallError,
-    started: Instant,
-) -> Response<Body> {
-    metrics.request(direction, service, peer_td, e.reason(), started.elapsed());
-    e.response()
-}
-
-/// Keeps the call counted (drain, active streams) until its response body
-/// has been sent or dropped.
-fn guard_response(resp: Response<Incoming>, guards: (Tracked, StreamGuard)) -> Response<Body> {
-    resp.map(|b| {
-        Guarded {
-            inner: incoming(b),
-            _guards: guards,
-        }
-        .boxed()
-    })
-}
-
-struct Guarded {
-    inner: Body,
-    _guards: (Tracked, StreamGuard),
-}
-
-impl http_body::Body for Guarded {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Inbound {
-    /// A peer's request on a stream that passed the inbound checks: the
-    /// caller is the stream header's, XFCC says so, the upstream gets the
-    /// version the caller spoke.
-    pub(crate) async fn http_call(
-        &self,
-        snap: &Snapshot,
-        header: &StreamHeader,
-        admitted: &Admitted,
-        peer_td: &str,
-        req: Request<Incoming>,
-    ) -> Response<Body> {
-        let started = Instant::now();
-        let dest = &admitted.destination;
-        let guards = (
-            self.drain.track(),
-            self.metrics.stream_guard(Direction::Inbound),
-        );
-        let (mut parts, body) = req.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        headers::strip_identity(&mut parts.headers);
-        headers::set_xfcc(
-            &mut parts.headers,
-            &snap.config.id,
-            &CallerCert::assigned(header.caller.clone()),
-        );
-        if let Some(p) = &admitted.principal {
-            headers::set_principal(&mut parts.headers, p);
-        }
-        headers::ensure_trace(&mut parts.headers);
-        let deadline = headers::deadline(
-            &parts.headers,
-            snap.config.limits.request_timeout,
-            header.deadline,
-        );
-        let result = match snap.upstreams.get(dest) {
-            Some(endpoints) => {
-                snap.http
-                    .send(
-                        endpoints,
-                        dest,
-                        parts,
-                        incoming(body),
-                        header.protocol == Protocol::Http2,
-                        deadline,
-                    )
-                    .await
-            }
-            None => Err(CallError::NoRoute(dest.service.to_string())),
-        };
-        let service = dest.service.as_str();
-        match result {
-            Ok(resp) => {
-                self.metrics.request(
-                    Direction::Inbound,
-                    service,
-                    peer_td,
-                    "ok",
-                    started.elapsed(),
-                );
-                guard_response(resp, guards)
-            }
-            Err(e) => {
-                info!(caller = %header.caller, service, request_id = %header.request_id,
-                    reason = e.reason(), "inbound call failed: {e}");
-                refuse(
-                    &self.metrics,
-                    Direction::Inbound,
-                    service,
-                    peer_td,
-                    e,
-                    started,
-                )
-            }
-        }
     }
 }

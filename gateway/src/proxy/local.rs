@@ -1,0 +1,141 @@
+//! Handing an HTTP call to a local service's endpoints, for both
+//! directions.
+//!
+//! Connections to upstreams are pooled per endpoint (hyper-util's client),
+//! HTTP/1.1 or h2c as the caller spoke. The endpoint is chosen per request,
+//! round robin over the healthy ones; an endpoint that refuses a connection
+//! is marked down, and a request without a body is retried on the next one.
+
+use std::net::SocketAddr;
+
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{Body, empty};
+use crate::config::Destination;
+use crate::proxy::error::CallError;
+use crate::state::endpoints::RoundRobin;
+use crate::state::pools::HttpClients;
+
+/// Sends a request to an endpoint of `dest`, chosen round robin, and
+/// waits for the response head until `deadline`.
+pub async fn send(
+    clients: &HttpClients,
+    endpoints: &RoundRobin,
+    dest: &Destination,
+    parts: Parts,
+    body: Body,
+    http2: bool,
+    deadline: Instant,
+) -> Result<Response<Incoming>, CallError> {
+    let order = endpoints.in_turn();
+    // Without a body a request can be sent again to another endpoint.
+    let retryable = body.is_end_stream();
+    let mut first = Some((parts, body));
+    let mut template: Option<Parts> = None;
+    let mut last = String::from("no endpoints");
+    for addr in &order {
+        let (parts, body) = match first.take() {
+            Some((p, b)) => {
+                if retryable {
+                    template = Some(copy_parts(&p));
+                }
+                (p, b)
+            }
+            None => match &template {
+                Some(t) => (copy_parts(t), empty()),
+                None => break,
+            },
+        };
+        let req = to_endpoint(parts, body, *addr, http2)?;
+        let client = if http2 { &clients.h2 } else { &clients.h1 };
+        let started = Instant::now();
+        match tokio::time::timeout_at(deadline, client.request(req)).await {
+            Err(_) => return Err(CallError::Timeout(deadline - started)),
+            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Err(e)) if e.is_connect() => {
+                endpoints.mark_down(*addr);
+                last = format!("{addr}: {}", chain(&e));
+                if !retryable {
+                    break;
+                }
+            }
+            Ok(Err(e)) => return Err(CallError::Upstream(format!("{addr}: {}", chain(&e)))),
+        }
+    }
+    Err(CallError::Unavailable {
+        reason: "unavailable",
+        detail: format!(
+            "no endpoint of {}:{} answered (last: {last})",
+            dest.service, dest.port
+        ),
+    })
+}
+
+/// An error and its causes on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn copy_parts(p: &Parts) -> Parts {
+    let mut b = Request::builder()
+        .method(p.method.clone())
+        .uri(p.uri.clone())
+        .version(p.version);
+    if let Some(h) = b.headers_mut() {
+        *h = p.headers.clone();
+    }
+    // Built from parts that were already a valid request.
+    match b.body(()) {
+        Ok(r) => r.into_parts().0,
+        Err(_) => Request::new(()).into_parts().0,
+    }
+}
+
+/// `uri`'s path and query under `http://<authority>`.
+pub fn retarget(uri: &Uri, authority: &str) -> Result<Uri, CallError> {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| CallError::Upstream(format!("request target: {e}")))
+}
+
+/// Points a request at one endpoint, in the version the upstream speaks.
+fn to_endpoint(
+    mut parts: Parts,
+    body: Body,
+    addr: SocketAddr,
+    http2: bool,
+) -> Result<Request<Body>, CallError> {
+    let authority = parts.uri.authority().map(|a| a.to_string());
+    parts.uri = retarget(&parts.uri, &addr.to_string())?;
+    if http2 {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+        // An HTTP/2 caller names the host in :authority; HTTP/1.1 needs Host.
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(v) = authority.and_then(|a| HeaderValue::from_str(&a).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    Ok(Request::from_parts(parts, body))
+}
