@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .build_transport(false)
+        // Header values slice the received buffer instead of copying it.
+        .bytes(".causeway.tunnel.v1.HeaderField.value")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -345,6 +345,7 @@ fn probe(
                 deadline: None,
                 request_id: "probe".into(),
                 protocol: Protocol::Tcp,
+                request: None,
             };
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
             let mut bytes = header.encode();

@@ -98,7 +98,8 @@ peer_listener: {{listen: "127.0.0.1:0"}}
 admin: {{listen: "127.0.0.1:0"}}
 services:
   - {{name: payments, port: 8080, endpoints: ["{}"]}}
-  - {{name: health, port: 50051, endpoints: ["{}"]}}
+  - {{name: payments, port: 8081, protocol: http2, endpoints: ["{0}"]}}
+  - {{name: health, port: 50051, protocol: http2, endpoints: ["{}"]}}
   - {{name: ledger, port: 5432, endpoints: ["{}"]}}
 peers:
   - name: east
@@ -144,6 +145,7 @@ services:
   - {{name: gone, port: 8080, endpoints: ["{}"]}}
 imports:
   - {{name: payments.west, port: 80, peer: west, remote_service: payments, remote_port: 8080}}
+  - {{name: payments-h2.west, port: 80, peer: west, remote_service: payments, remote_port: 8081}}
   - {{name: health.west, port: 50051, peer: west, remote_service: health}}
   - {{name: ledger.west, port: 5432, peer: west, remote_service: ledger}}
 peers:
@@ -258,8 +260,13 @@ async fn http_grpc_and_tcp_calls_in_cluster_and_across_trust_domains() {
         "{started:?}"
     );
 
-    // Cross-cluster, h2c: the upstream gets HTTP/2, and trailers come back.
-    let mut req = request("payments.west:80", "/t", b"abc");
+    // Cross-cluster, h2c, to the port west declares HTTP/2: the upstream
+    // gets HTTP/2, and trailers come back. (To the port declared HTTP/1.1,
+    // the same h2c caller's request reaches the upstream as HTTP/1.1.)
+    let a = send(web, request("payments.west:80", "/", b""), true).await;
+    assert_eq!(a.status, 200, "{a:?}\n{}", logs());
+    assert_eq!(a.header("x-seen-version"), "HTTP/1.1");
+    let mut req = request("payments-h2.west", "/t", b"abc");
     req.headers_mut()
         .insert("x-want-trailers", "1".parse().unwrap());
     let a = send(web, req, true).await;
@@ -503,9 +510,9 @@ async fn mtls_call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_outside_the_peer_gateways_domain_is_refused() {
     use causeway_gateway::config::Limits;
-    use causeway_gateway::transport::header::{Protocol, StreamHeader};
+    use causeway_gateway::transport::frame::FrameReader;
+    use causeway_gateway::transport::header::{Protocol, RequestHead, StreamHeader};
     use causeway_gateway::transport::quic::{codes, quic_client_config};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let (t, u) = setup().await;
     let d = t.path();
@@ -556,31 +563,26 @@ async fn a_caller_outside_the_peer_gateways_domain_is_refused() {
         deadline: None,
         request_id: "forged".into(),
         protocol,
+        request: (protocol == Protocol::Http).then(|| RequestHead {
+            method: http::Method::GET,
+            path: http::uri::PathAndQuery::from_static("/"),
+            headers: http::HeaderMap::new(),
+            end_stream: true,
+            upgrade: false,
+        }),
     };
     let foreign = "spiffe://north.initech.example/ns/x/sa/y";
 
     // HTTP: a 403 naming the reason.
     let (mut send, recv) = conn.open_bi().await.unwrap();
-    send.write_all(&header(foreign, Protocol::Http1).encode())
+    send.write_all(&header(foreign, Protocol::Http).encode())
         .await
         .unwrap();
-    let (mut tx, h2) = hyper::client::conn::http2::handshake(
-        TokioExecutor::new(),
-        TokioIo::new(tokio::io::join(recv, send)),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(h2);
-    let resp = tx
-        .send_request(
-            http::Request::get("http://payments:8080/")
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-    assert_eq!(resp.headers()["x-causeway-refusal"], "foreign_caller");
+    send.finish().unwrap();
+    let mut reader = FrameReader::new(recv, 64 * 1024);
+    let resp = reader.response_head().await.unwrap();
+    assert_eq!(resp.status, 403);
+    assert_eq!(resp.headers["x-causeway-refusal"], "foreign_caller");
 
     // TCP: the stream is reset with REFUSED; the connection carries on.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();

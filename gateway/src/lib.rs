@@ -41,6 +41,7 @@ pub mod drain;
 mod io;
 pub mod metrics;
 pub mod proxy;
+pub mod reason;
 pub mod runtime;
 pub mod service;
 pub mod state;

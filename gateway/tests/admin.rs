@@ -183,6 +183,7 @@ async fn admin_endpoints_answer_as_specified() {
         deadline: None,
         request_id: "held".into(),
         protocol: causeway_gateway::transport::header::Protocol::Tcp,
+        request: None,
     };
     send.write_all(&header.encode()).await.unwrap();
     send.write_all(b"hi").await.unwrap();

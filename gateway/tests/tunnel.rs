@@ -122,6 +122,7 @@ fn header(caller: &str, service: &str, port: u16) -> StreamHeader {
         deadline: None,
         request_id: "t".into(),
         protocol: Protocol::Tcp,
+        request: None,
     }
 }
 
@@ -283,7 +284,7 @@ fn inbound_checks_refuse_with_their_own_reasons() {
     for (gw, caller, service, port, want) in cases {
         let gw = SpiffeId::new(gw).unwrap();
         let got = check::check(&config, &gw, &header(caller, service, port)).unwrap_err();
-        assert_eq!(got.reason(), want, "{got}");
+        assert_eq!(got.reason().as_str(), want, "{got}");
     }
     let ok = check::check(&config, &east_gw, &header(FRONTEND, "payments", 8080)).unwrap();
     assert_eq!(ok.destination.service.as_str(), "payments");

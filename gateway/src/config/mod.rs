@@ -17,7 +17,6 @@ use std::time::Duration;
 use causeway_trust::{SpiffeId, TrustDomain};
 
 use crate::service::ServiceName;
-use crate::transport::header::DEFAULT_MAX_HEADER_LEN;
 pub use causeway_resources::names::PrincipalName;
 pub use causeway_resources::{IdPattern, PatternError};
 pub use identity::{IdentityRule, IdentityRules, Principal};
@@ -58,6 +57,10 @@ pub enum CallerMode {
     Mtls,
 }
 
+/// Default largest stream header accepted from a peer (it carries an HTTP
+/// request's head); the prefix's length field allows up to 65,535.
+pub const DEFAULT_MAX_HEADER_LEN: usize = 32 * 1024;
+
 /// What a local listener speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerKind {
@@ -85,6 +88,47 @@ pub struct Listener {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalService {
     pub endpoints: Vec<SocketAddr>,
+    /// What the endpoints speak. It decides what an HTTP call gets from
+    /// the gateway, whatever version the caller spoke.
+    pub protocol: ServiceProtocol,
+}
+
+/// What a service port's endpoints speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http,
+    /// HTTP/2 without TLS (h2c, prior knowledge): gRPC servers.
+    Http2,
+    /// Bytes: reached by TCP listeners; an HTTP call to it is carried as
+    /// HTTP/1.1.
+    Tcp,
+}
+
+impl ServiceProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Http2 => "http2",
+            Self::Tcp => "tcp",
+        }
+    }
+
+    /// The protocol named `s` in a config (empty: the default).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "http" => Ok(Self::Http),
+            "http2" => Ok(Self::Http2),
+            "tcp" => Ok(Self::Tcp),
+            other => Err(format!("{other:?} is not http, http2 or tcp")),
+        }
+    }
+
+    /// Whether HTTP calls to it go as HTTP/2.
+    pub fn is_http2(self) -> bool {
+        self == Self::Http2
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -517,13 +561,23 @@ impl Validator {
                 .enumerate()
                 .filter_map(|(j, e)| self.addr(format!("{at}.endpoints[{j}]"), e))
                 .collect();
-            if let Some(service) = name {
+            let protocol = self.check(
+                format!("{at}.protocol"),
+                ServiceProtocol::parse(s.protocol.as_deref().unwrap_or("")),
+            );
+            if let (Some(service), Some(protocol)) = (name, protocol) {
                 let dest = Destination {
                     service,
                     port: s.port,
                 };
                 if services
-                    .insert(dest.clone(), LocalService { endpoints })
+                    .insert(
+                        dest.clone(),
+                        LocalService {
+                            endpoints,
+                            protocol,
+                        },
+                    )
                     .is_some()
                 {
                     self.problem(

@@ -107,6 +107,10 @@ pub struct RawCaller {
 pub struct RawService {
     pub name: String,
     pub port: u16,
+    /// What the port's endpoints speak: `http` (HTTP/1.1, the default),
+    /// `http2` (h2c: HTTP/2 without TLS, as gRPC servers do) or `tcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     pub endpoints: Vec<String>,
 }
 

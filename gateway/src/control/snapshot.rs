@@ -17,7 +17,7 @@ use crate::config::raw::{
     RawConfig, RawIdentityRule, RawImport, RawPeer, RawPeerGateway, RawPrincipal, RawRule,
     RawService,
 };
-use crate::config::{ConfigError, GatewayConfig, Problem};
+use crate::config::{ConfigError, GatewayConfig, Problem, ServiceProtocol};
 
 /// A snapshot ready to apply: the validated config and the bundles to
 /// write before it takes effect.
@@ -93,13 +93,8 @@ pub fn convert(
     }
 
     for (i, s) in snapshot.services.iter().enumerate() {
-        // The gateway routes by listener (http by Host, tcp by port): the
-        // protocol is checked, not used.
-        if !matches!(s.protocol.as_str(), "" | "tcp" | "http" | "http2") {
-            problem(
-                format!("services[{i}].protocol"),
-                format!("{:?} is not tcp, http or http2", s.protocol),
-            );
+        if let Err(e) = ServiceProtocol::parse(&s.protocol) {
+            problem(format!("services[{i}].protocol"), e);
         }
     }
     let mut raw = template.clone();
@@ -110,6 +105,7 @@ pub fn convert(
         .map(|(i, s)| RawService {
             name: s.name.clone(),
             port: port(&mut problem, format!("services[{i}].port"), s.port),
+            protocol: Some(s.protocol.clone()).filter(|p| !p.is_empty()),
             endpoints: s.endpoints.clone(),
         })
         .collect();

@@ -26,13 +26,16 @@ pub const PRINCIPAL: HeaderName = HeaderName::from_static("x-causeway-principal"
 /// On a response the gateway made itself: why the call was not carried.
 pub const REFUSAL: HeaderName = HeaderName::from_static("x-causeway-refusal");
 
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// Hop-by-hop fields (RFC 9110 section 7.6.1), and `expect`: each gateway
+/// answers `100-continue` itself, as it reads the body.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
+    header::EXPECT,
 ];
 
 /// Removes the hop-by-hop headers, including those named by `Connection`.
@@ -55,6 +58,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes a response's hop-by-hop fields; a 101 keeps its `upgrade`.
+pub fn strip_response<B>(resp: &mut http::Response<B>) {
+    let upgrade = (resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| resp.headers().get(header::UPGRADE).cloned())
+        .flatten();
+    strip_hop_by_hop(resp.headers_mut());
+    if let Some(u) = upgrade {
+        set_upgrade(resp.headers_mut(), &u);
     }
 }
 
@@ -124,14 +138,71 @@ pub fn set_xfcc(headers: &mut HeaderMap, by: &SpiffeId, caller: &CallerCert) {
     }
 }
 
+/// `bytes` random bytes as lower-case hex, for trace and request ids. A
+/// per-thread generator (xoshiro256++) seeded once from the OS: ids must
+/// be unique and unguessable enough to not collide, not secret, and a
+/// system call per id would cost more than the rest of the header work.
 fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // SystemRandom fails only without an OS entropy source; a fixed
-    // non-zero id is still a valid id then.
-    if SystemRandom::new().fill(&mut buf).is_err() {
-        buf.iter_mut().for_each(|b| *b = 0x5a);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes * 2);
+    RNG.with(|rng| {
+        let mut rng = rng.borrow_mut();
+        let mut left = bytes;
+        while left > 0 {
+            let word = rng.next().to_le_bytes();
+            for b in word.iter().take(left) {
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+            left = left.saturating_sub(8);
+        }
+    });
+    out
+}
+
+thread_local! {
+    static RNG: std::cell::RefCell<Xoshiro> = std::cell::RefCell::new(Xoshiro::seeded());
+}
+
+/// xoshiro256++ (Blackman and Vigna).
+struct Xoshiro([u64; 4]);
+
+impl Xoshiro {
+    fn seeded() -> Self {
+        let mut seed = [0u8; 32];
+        // Without an OS entropy source, the clock and the thread keep ids
+        // apart well enough.
+        if SystemRandom::new().fill(&mut seed).is_err() {
+            let t = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            seed[..16].copy_from_slice(&t.to_le_bytes());
+            seed[16] = 0x5a;
+        }
+        let mut s = [0u64; 4];
+        for (i, w) in s.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&seed[i * 8..i * 8 + 8]);
+            *w = u64::from_le_bytes(b);
+        }
+        if s == [0; 4] {
+            s[0] = 1;
+        }
+        Self(s)
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+
+    fn next(&mut self) -> u64 {
+        let s = &mut self.0;
+        let out = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        out
+    }
 }
 
 /// Trace context of a call: the caller's `traceparent` when it is valid
@@ -201,25 +272,79 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// The call's deadline: the sooner of the configured limit, the caller's
-/// `grpc-timeout` and a deadline carried from the previous hop.
-pub fn deadline(
-    headers: &HeaderMap,
-    limit: Duration,
-    carried: Option<SystemTime>,
-) -> tokio::time::Instant {
+/// When a call must be over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// The response's head must have arrived by then: the configured
+    /// `request_timeout`, or the call's deadline when sooner.
+    pub head: tokio::time::Instant,
+    /// The whole call, body and trailers included, when the caller set a
+    /// deadline (`grpc-timeout`) or a previous hop carried one.
+    pub call: Option<tokio::time::Instant>,
+}
+
+impl Deadlines {
+    /// The call's deadline as the stream header carries it.
+    pub fn call_unix(&self) -> Option<SystemTime> {
+        let now = tokio::time::Instant::now();
+        self.call
+            .map(|c| SystemTime::now() + c.saturating_duration_since(now))
+    }
+}
+
+/// The call's deadlines: the caller's `grpc-timeout` and a deadline carried
+/// from the previous hop bound the whole call; the configured `limit`
+/// bounds the wait for the response's head.
+pub fn deadlines(headers: &HeaderMap, limit: Duration, carried: Option<SystemTime>) -> Deadlines {
     let now = tokio::time::Instant::now();
-    let mut wait = limit;
-    if let Some(g) = grpc_timeout(headers) {
-        wait = wait.min(g);
-    }
+    let mut call: Option<Duration> = grpc_timeout(headers);
     if let Some(c) = carried {
-        wait = wait.min(
-            c.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        );
+        let left = c
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        call = Some(call.map_or(left, |g| g.min(left)));
     }
-    now + wait
+    Deadlines {
+        head: now + call.map_or(limit, |c| c.min(limit)),
+        call: call.map(|c| now + c),
+    }
+}
+
+/// Rewrites a `grpc-timeout` the caller sent to what is left of the call,
+/// so that the upstream's own deadline matches the one the gateways hold.
+pub fn refresh_grpc_timeout(headers: &mut HeaderMap, d: &Deadlines) {
+    if let Some(call) = d.call
+        && headers.contains_key(GRPC_TIMEOUT)
+    {
+        let left = call.saturating_duration_since(tokio::time::Instant::now());
+        let ms = left.as_millis().clamp(1, 99_999_999);
+        if let Ok(v) = HeaderValue::from_str(&format!("{ms}m")) {
+            headers.insert(GRPC_TIMEOUT, v);
+        }
+    }
+}
+
+/// The `Upgrade` value of an HTTP/1.1 request that asks for one (its
+/// `Connection` names `upgrade`), before the hop-by-hop fields go.
+pub fn upgrade_of(version: http::Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != http::Version::HTTP_11 {
+        return None;
+    }
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts an upgrade back on a request (or a 101 response) after the
+/// hop-by-hop fields were removed.
+pub fn set_upgrade(headers: &mut HeaderMap, upgrade: &HeaderValue) {
+    headers.insert(header::UPGRADE, upgrade.clone());
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
 #[cfg(test)]

@@ -2,41 +2,103 @@
 //! directions.
 //!
 //! Connections to upstreams are pooled per endpoint (hyper-util's client),
-//! HTTP/1.1 or h2c as the caller spoke. The endpoint is chosen per request,
-//! round robin over the healthy ones; an endpoint that refuses a connection
-//! is marked down, and a request without a body is retried on the next one.
+//! HTTP/1.1 or h2c as the service port declares, whatever the caller spoke.
+//! The endpoint is chosen per request, round robin over the healthy ones; an
+//! endpoint that refuses a connection is marked down, and a request without
+//! a body is retried on the next one.
 
 use std::net::SocketAddr;
 
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
-use crate::body::{Body, empty};
-use crate::config::Destination;
-use crate::proxy::error::CallError;
+use crate::body::{Body, empty, incoming, with_deadline};
+use crate::config::{Destination, ServiceProtocol};
+use crate::proxy::error::{CallError, Reason};
+use crate::proxy::headers::{self, Deadlines};
 use crate::state::endpoints::RoundRobin;
 use crate::state::pools::HttpClients;
 
+/// A call to a local service: the request to one of its endpoints (in the
+/// version its port declares), and the response with its body bounded by
+/// the call's deadline. For an HTTP/1.1 Upgrade (`upgrade` is the value
+/// asked for) that the endpoint accepts (101), the endpoint's side of the
+/// upgraded connection comes back with the response, for the caller to
+/// join to its own side.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call's parts, each used once"
+)]
+pub async fn call(
+    clients: &HttpClients,
+    endpoints: &RoundRobin,
+    dest: &Destination,
+    protocol: ServiceProtocol,
+    mut parts: Parts,
+    body: Body,
+    upgrade: Option<&HeaderValue>,
+    deadlines: &Deadlines,
+    grpc: bool,
+) -> Result<(Response<Body>, Option<OnUpgrade>), CallError> {
+    if let Some(value) = upgrade {
+        if protocol.is_http2() {
+            return Err(CallError::new(
+                Reason::UpstreamError,
+                format!(
+                    "{}:{} speaks HTTP/2: an HTTP/1.1 Upgrade cannot reach it",
+                    dest.service, dest.port
+                ),
+            ));
+        }
+        headers::set_upgrade(&mut parts.headers, value);
+    }
+    headers::refresh_grpc_timeout(&mut parts.headers, deadlines);
+    let mut resp = send(
+        clients,
+        endpoints,
+        dest,
+        protocol,
+        parts,
+        body,
+        deadlines.head,
+    )
+    .await?;
+    headers::strip_response(&mut resp);
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() {
+        let upgraded = hyper::upgrade::on(&mut resp);
+        return Ok((resp.map(|_| empty()), Some(upgraded)));
+    }
+    let resp = match deadlines.call {
+        Some(at) => resp.map(|b| with_deadline(incoming(b), at, grpc)),
+        None => resp.map(incoming),
+    };
+    Ok((resp, None))
+}
+
 /// Sends a request to an endpoint of `dest`, chosen round robin, and
-/// waits for the response head until `deadline`.
+/// waits for the response head until `deadline`. A request without a body
+/// goes to the next endpoint when one refuses the connection.
 pub async fn send(
     clients: &HttpClients,
     endpoints: &RoundRobin,
     dest: &Destination,
+    protocol: ServiceProtocol,
     parts: Parts,
     body: Body,
-    http2: bool,
     deadline: Instant,
 ) -> Result<Response<Incoming>, CallError> {
     let order = endpoints.in_turn();
     // Without a body a request can be sent again to another endpoint.
-    let retryable = body.is_end_stream();
+    let retryable = body.is_end_stream() && order.len() > 1;
     let mut first = Some((parts, body));
     let mut template: Option<Parts> = None;
     let mut last = String::from("no endpoints");
+    let http2 = protocol.is_http2();
+    let client = if http2 { &clients.h2 } else { &clients.h1 };
     for addr in &order {
         let (parts, body) = match first.take() {
             Some((p, b)) => {
@@ -51,10 +113,9 @@ pub async fn send(
             },
         };
         let req = to_endpoint(parts, body, *addr, http2)?;
-        let client = if http2 { &clients.h2 } else { &clients.h1 };
         let started = Instant::now();
         match tokio::time::timeout_at(deadline, client.request(req)).await {
-            Err(_) => return Err(CallError::Timeout(deadline - started)),
+            Err(_) => return Err(CallError::timeout(deadline - started)),
             Ok(Ok(resp)) => return Ok(resp),
             Ok(Err(e)) if e.is_connect() => {
                 endpoints.mark_down(*addr);
@@ -63,16 +124,21 @@ pub async fn send(
                     break;
                 }
             }
-            Ok(Err(e)) => return Err(CallError::Upstream(format!("{addr}: {}", chain(&e)))),
+            Ok(Err(e)) => {
+                return Err(CallError::new(
+                    Reason::UpstreamError,
+                    format!("{addr}: {}", chain(&e)),
+                ));
+            }
         }
     }
-    Err(CallError::Unavailable {
-        reason: "unavailable",
-        detail: format!(
+    Err(CallError::new(
+        Reason::Unavailable,
+        format!(
             "no endpoint of {}:{} answered (last: {last})",
             dest.service, dest.port
         ),
-    })
+    ))
 }
 
 /// An error and its causes on one line.
@@ -113,7 +179,7 @@ pub fn retarget(uri: &Uri, authority: &str) -> Result<Uri, CallError> {
         .authority(authority)
         .path_and_query(pq)
         .build()
-        .map_err(|e| CallError::Upstream(format!("request target: {e}")))
+        .map_err(|e| CallError::new(Reason::BadRequest, format!("request target: {e}")))
 }
 
 /// Points a request at one endpoint, in the version the upstream speaks.

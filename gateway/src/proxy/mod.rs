@@ -18,4 +18,4 @@ pub mod headers;
 pub mod inbound;
 pub mod local;
 pub mod outbound;
-pub(crate) mod tunnel_h2;
+pub mod tunnel;

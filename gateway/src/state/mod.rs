@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Destination, GatewayConfig, Import, PrincipalName};
 use crate::creds::unix_now;
+use crate::reason::Reason;
 use crate::transport::dial::PeerSlots;
 use endpoints::{LocalUpstreams, RoundRobin};
 use pools::HttpClients;
@@ -58,11 +59,11 @@ pub enum RouteError {
 }
 
 impl RouteError {
-    /// A short, closed-set label for metrics and logs.
-    pub fn reason(&self) -> &'static str {
+    /// Its label, from the closed set.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::NoRoute(_) => "no_route",
-            Self::Denied { .. } => "denied",
+            Self::NoRoute(_) => Reason::NoRoute,
+            Self::Denied { .. } => Reason::Denied,
         }
     }
 }

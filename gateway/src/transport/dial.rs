@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{GatewayConfig, Limits, Peer};
+use crate::reason::Reason;
 use crate::transport::header::StreamHeader;
 use crate::transport::quic::{TunnelError, quic_client_config};
 use crate::transport::udp;
@@ -44,12 +45,13 @@ pub enum DialError {
 }
 
 impl DialError {
-    pub fn reason(&self) -> &'static str {
+    /// Its label, from the closed set.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::UnknownPeer(_) => "unknown_peer",
-            Self::Unreachable { .. } => "peer_unreachable",
-            Self::BackingOff { .. } => "peer_backoff",
-            Self::Stream { .. } => "peer_stream",
+            Self::UnknownPeer(_) => Reason::UnknownPeer,
+            Self::Unreachable { .. } => Reason::PeerUnreachable,
+            Self::BackingOff { .. } => Reason::PeerBackoff,
+            Self::Stream { .. } => Reason::PeerStream,
         }
     }
 }

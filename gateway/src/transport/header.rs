@@ -5,28 +5,38 @@
 //!
 //! ```text
 //! magic    2 bytes   0xCA 0x57
-//! version  1 byte    1
+//! version  1 byte    2 (1: accepted for TCP streams, whose layout it shares)
 //! length   2 bytes   big-endian length of the encoded header, 1..=max
 //! header   `length`  bytes of causeway.tunnel.v1.StreamHeader (protobuf)
 //! ```
+//!
+//! An HTTP stream's header carries the request's head: method, path and
+//! the end-to-end header fields; its body and trailers follow as frames
+//! ([`super::frame`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use causeway_proto::tunnel::v1 as pb;
 use causeway_trust::SpiffeId;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::reason::Reason;
 use crate::service::ServiceName;
+use crate::transport::frame::{from_fields, to_fields};
+
+pub use crate::config::DEFAULT_MAX_HEADER_LEN;
 
 /// The two bytes every stream starts with.
 pub const MAGIC: [u8; 2] = [0xCA, 0x57];
 /// The header format this gateway writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The earlier format, whose TCP streams are laid out as today's.
+pub const VERSION_TCP_ONLY: u8 = 1;
 /// Bytes before the encoded header: magic, version, length.
 pub const PREFIX_LEN: usize = 5;
-/// Default largest encoded header accepted.
-pub const DEFAULT_MAX_HEADER_LEN: usize = 8 * 1024;
 
 pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 pub(crate) const MAX_TRACESTATE_LEN: usize = 512;
@@ -36,10 +46,24 @@ pub(crate) const MAX_TRACESTATE_LEN: usize = 512;
 pub enum Protocol {
     /// The bytes of one TCP connection.
     Tcp,
-    /// One HTTP exchange; the caller and the upstream speak HTTP/1.1.
-    Http1,
-    /// One HTTP exchange; the caller and the upstream speak HTTP/2 (h2c).
-    Http2,
+    /// One HTTP call: the request head is in the header ([`RequestHead`]),
+    /// frames follow both ways.
+    Http,
+}
+
+/// The head of the request an HTTP stream carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: Method,
+    /// Origin form: `/path?query`.
+    pub path: PathAndQuery,
+    /// End-to-end fields only: the sender leaves out hop-by-hop ones.
+    pub headers: HeaderMap,
+    /// No body follows.
+    pub end_stream: bool,
+    /// An HTTP/1.1 Upgrade: after a 101 the stream carries the upgraded
+    /// bytes, unframed.
+    pub upgrade: bool,
 }
 
 /// A checked stream header.
@@ -58,6 +82,8 @@ pub struct StreamHeader {
     pub deadline: Option<SystemTime>,
     pub request_id: String,
     pub protocol: Protocol,
+    /// The request, for [`Protocol::Http`]; `None` for TCP.
+    pub request: Option<RequestHead>,
 }
 
 /// Why a stream header was refused.
@@ -65,7 +91,9 @@ pub struct StreamHeader {
 pub enum HeaderError {
     #[error("stream does not start with the causeway magic (got {got:02x?})")]
     BadMagic { got: [u8; 2] },
-    #[error("stream header version {got} is not supported (this gateway speaks {VERSION})")]
+    #[error(
+        "stream header version {got} is not supported (this gateway speaks {VERSION}, and {VERSION_TCP_ONLY} for TCP)"
+    )]
     UnsupportedVersion { got: u8 },
     #[error("stream header is {len} bytes; at most {max} are accepted")]
     TooLarge { len: usize, max: usize },
@@ -82,17 +110,17 @@ pub enum HeaderError {
 }
 
 impl HeaderError {
-    /// A short, closed-set label for metrics and structured logs.
-    pub fn reason(&self) -> &'static str {
+    /// Its label, from the closed set.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::BadMagic { .. } => "bad_magic",
-            Self::UnsupportedVersion { .. } => "unsupported_version",
-            Self::TooLarge { .. } => "too_large",
-            Self::Empty => "empty",
-            Self::Truncated { .. } => "truncated",
-            Self::Undecodable(_) => "undecodable",
-            Self::Invalid { .. } => "invalid_field",
-            Self::Io(_) => "io",
+            Self::BadMagic { .. } => Reason::BadMagic,
+            Self::UnsupportedVersion { .. } => Reason::UnsupportedVersion,
+            Self::TooLarge { .. } => Reason::TooLarge,
+            Self::Empty => Reason::Empty,
+            Self::Truncated { .. } => Reason::Truncated,
+            Self::Undecodable(_) => Reason::Undecodable,
+            Self::Invalid { .. } => Reason::InvalidField,
+            Self::Io(_) => Reason::HeaderIo,
         }
     }
 }
@@ -135,7 +163,9 @@ impl StreamHeader {
                 needed: PREFIX_LEN + len,
                 got: buf.len(),
             })?;
-        Ok((Self::from_body(body)?, PREFIX_LEN + len))
+        let h = Self::from_body(body)?;
+        check_version(prefix[2], &h)?;
+        Ok((h, PREFIX_LEN + len))
     }
 
     /// Reads exactly one header from a stream, and nothing after it. The
@@ -149,7 +179,16 @@ impl StreamHeader {
         let len = check_prefix(&prefix, max_len)?;
         let mut body = vec![0u8; len];
         read_exact(r, &mut body, PREFIX_LEN).await?;
-        Self::from_body(&body)
+        let h = Self::from_body(&body)?;
+        check_version(prefix[2], &h)?;
+        Ok(h)
+    }
+
+    /// The length of the encoded header after its prefix: what a receiver
+    /// compares with its `max_header_bytes`. [`Self::encode`] needs it to
+    /// be at most 65,535 (the prefix's length field).
+    pub fn encoded_len(&self) -> usize {
+        self.to_proto().encoded_len()
     }
 
     fn from_body(body: &[u8]) -> Result<Self, HeaderError> {
@@ -185,14 +224,32 @@ impl StreamHeader {
         };
         let protocol = match pb::Protocol::try_from(msg.protocol) {
             Ok(pb::Protocol::Tcp) => Protocol::Tcp,
-            Ok(pb::Protocol::Http) => Protocol::Http1,
-            Ok(pb::Protocol::Http2) => Protocol::Http2,
+            Ok(pb::Protocol::Http) => Protocol::Http,
+            Ok(pb::Protocol::Http2) => {
+                return Err(invalid(
+                    "protocol",
+                    "PROTOCOL_HTTP2 (an HTTP/2 connection per stream) is version 1 only",
+                ));
+            }
             _ => {
                 return Err(invalid(
                     "protocol",
                     format!("unknown protocol {}", msg.protocol),
                 ));
             }
+        };
+        let request = match (protocol, msg.request) {
+            (Protocol::Http, Some(r)) => Some(request_from_proto(r)?),
+            (Protocol::Http, None) => {
+                return Err(invalid(
+                    "request",
+                    "an HTTP stream without its request head",
+                ));
+            }
+            (Protocol::Tcp, Some(_)) => {
+                return Err(invalid("request", "a TCP stream with a request head"));
+            }
+            (Protocol::Tcp, None) => None,
         };
         Ok(Self {
             service,
@@ -203,6 +260,7 @@ impl StreamHeader {
             deadline,
             request_id: msg.request_id,
             protocol,
+            request,
         })
     }
 
@@ -221,10 +279,51 @@ impl StreamHeader {
             request_id: self.request_id.clone(),
             protocol: match self.protocol {
                 Protocol::Tcp => pb::Protocol::Tcp,
-                Protocol::Http1 => pb::Protocol::Http,
-                Protocol::Http2 => pb::Protocol::Http2,
+                Protocol::Http => pb::Protocol::Http,
             } as i32,
+            request: self.request.as_ref().map(|r| pb::HttpRequestHead {
+                method: r.method.as_str().to_owned(),
+                path: r.path.as_str().to_owned(),
+                headers: to_fields(&r.headers),
+                end_stream: r.end_stream,
+                upgrade: r.upgrade,
+            }),
         }
+    }
+}
+
+fn request_from_proto(r: pb::HttpRequestHead) -> Result<RequestHead, HeaderError> {
+    let method = Method::from_bytes(r.method.as_bytes())
+        .map_err(|_| invalid("request.method", format!("{:?} is not a method", r.method)))?;
+    if method == Method::CONNECT {
+        return Err(invalid("request.method", "CONNECT is not carried"));
+    }
+    let origin_form = r.path.starts_with('/') || (r.path == "*" && method == Method::OPTIONS);
+    if !origin_form {
+        return Err(invalid(
+            "request.path",
+            format!("{:?} is not an origin-form target", r.path),
+        ));
+    }
+    let path = PathAndQuery::try_from(r.path.as_str())
+        .map_err(|e| invalid("request.path", format!("{:?}: {e}", r.path)))?;
+    let headers = from_fields("request head", r.headers)
+        .map_err(|e| invalid("request.headers", e.to_string()))?;
+    Ok(RequestHead {
+        method,
+        path,
+        headers,
+        end_stream: r.end_stream,
+        upgrade: r.upgrade,
+    })
+}
+
+/// Version 1 is accepted for TCP streams only: their layout is today's.
+fn check_version(version: u8, h: &StreamHeader) -> Result<(), HeaderError> {
+    if version == VERSION || (version == VERSION_TCP_ONLY && h.protocol == Protocol::Tcp) {
+        Ok(())
+    } else {
+        Err(HeaderError::UnsupportedVersion { got: version })
     }
 }
 
@@ -234,7 +333,7 @@ fn check_prefix(prefix: &[u8; PREFIX_LEN], max_len: usize) -> Result<usize, Head
             got: [prefix[0], prefix[1]],
         });
     }
-    if prefix[2] != VERSION {
+    if prefix[2] != VERSION && prefix[2] != VERSION_TCP_ONLY {
         return Err(HeaderError::UnsupportedVersion { got: prefix[2] });
     }
     let len = usize::from(u16::from_be_bytes([prefix[3], prefix[4]]));
@@ -322,7 +421,20 @@ mod tests {
             tracestate: None,
             deadline: Some(UNIX_EPOCH + Duration::from_millis(1_800_000_000_123)),
             request_id: "req-1".into(),
-            protocol: Protocol::Http1,
+            protocol: Protocol::Http,
+            request: Some(RequestHead {
+                method: Method::POST,
+                path: PathAndQuery::from_static("/pay?x=1"),
+                headers: {
+                    let mut h = HeaderMap::new();
+                    h.insert("content-type", "application/json".parse().unwrap());
+                    h.append("x-multi", "a".parse().unwrap());
+                    h.append("x-multi", "b".parse().unwrap());
+                    h
+                },
+                end_stream: false,
+                upgrade: false,
+            }),
         }
     }
 
@@ -347,11 +459,24 @@ mod tests {
             Err(HeaderError::BadMagic { .. })
         ));
         let mut bad = wire.clone();
-        bad[2] = 2;
+        bad[2] = 9;
         assert!(matches!(
             StreamHeader::decode(&bad, max),
-            Err(HeaderError::UnsupportedVersion { got: 2 })
+            Err(HeaderError::UnsupportedVersion { got: 9 })
         ));
+        // Version 1 carried TCP as today; its HTTP was another layout.
+        let mut v1 = wire.clone();
+        v1[2] = 1;
+        assert!(matches!(
+            StreamHeader::decode(&v1, max),
+            Err(HeaderError::UnsupportedVersion { got: 1 })
+        ));
+        let mut tcp = sample();
+        tcp.protocol = Protocol::Tcp;
+        tcp.request = None;
+        let mut v1 = tcp.encode();
+        v1[2] = 1;
+        assert_eq!(StreamHeader::decode(&v1, max).unwrap().0, tcp);
         assert!(matches!(
             StreamHeader::decode(&wire, 10),
             Err(HeaderError::TooLarge { .. })
@@ -391,6 +516,38 @@ mod tests {
             ("request_id", Box::new(|m| m.request_id = "a\nb".into())),
             ("request_id", Box::new(|m| m.request_id = "x".repeat(129))),
             ("protocol", Box::new(|m| m.protocol = 9)),
+            ("protocol", Box::new(|m| m.protocol = 3)),
+            ("request", Box::new(|m| m.request = None)),
+            (
+                "request.method",
+                Box::new(|m| m.request.as_mut().unwrap().method = "G ET".into()),
+            ),
+            (
+                "request.method",
+                Box::new(|m| m.request.as_mut().unwrap().method = "CONNECT".into()),
+            ),
+            (
+                "request.path",
+                Box::new(|m| m.request.as_mut().unwrap().path = "http://x/".into()),
+            ),
+            (
+                "request.headers",
+                Box::new(|m| {
+                    m.request.as_mut().unwrap().headers.push(pb::HeaderField {
+                        name: "bad name".into(),
+                        value: bytes::Bytes::from_static(b"x"),
+                    })
+                }),
+            ),
+            (
+                "request.headers",
+                Box::new(|m| {
+                    m.request.as_mut().unwrap().headers.push(pb::HeaderField {
+                        name: "x-ok".into(),
+                        value: bytes::Bytes::from_static(b"a\nb"),
+                    })
+                }),
+            ),
         ];
         for (field, mutate) in cases {
             let mut m = sample().to_proto();

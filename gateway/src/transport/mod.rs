@@ -9,6 +9,7 @@
 //! - [`dial`]: this gateway's connections to its peers' gateways.
 
 pub mod dial;
+pub mod frame;
 pub mod header;
 pub mod quic;
 pub mod udp;

@@ -26,6 +26,14 @@ pub mod codes {
     pub const UNAVAILABLE: VarInt = VarInt::from_u32(0x12);
     /// The peer already has as many streams open as it may.
     pub const OVERLOADED: VarInt = VarInt::from_u32(0x13);
+    /// The stream header's version is not one this gateway speaks.
+    pub const VERSION_UNSUPPORTED: VarInt = VarInt::from_u32(0x14);
+    /// The call's deadline passed while its response was under way.
+    pub const DEADLINE: VarInt = VarInt::from_u32(0x15);
+    /// The frames after the header were malformed (HTTP).
+    pub const FRAME_INVALID: VarInt = VarInt::from_u32(0x16);
+    /// The other side of the call went away (its caller or its upstream).
+    pub const CANCELLED: VarInt = VarInt::from_u32(0x17);
     /// The gateway is shutting down.
     pub const DRAINING: VarInt = VarInt::from_u32(0x20);
     /// The peer's certificate expired: the connection it authenticated

@@ -295,6 +295,7 @@ pub async fn probe(
         deadline: None,
         request_id: "probe".into(),
         protocol: Protocol::Tcp,
+        request: None,
     };
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let mut bytes = header.encode();

@@ -5,7 +5,6 @@
 //! accept stream → read header (bounded in size and time) → inbound checks
 //! → connect a local endpoint → copy both ways until both sides close.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,20 +12,18 @@ use std::time::Duration;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::verify::RefusalObserver;
 use causeway_trust::{Expected, SharedBundles, SpiffeId, SpiffeVerifier, TrustDomain};
-use hyper::service::service_fn;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::GatewayConfig;
 use crate::drain::Drain;
 use crate::metrics::{Direction, Metrics};
-use crate::proxy::error::CallError;
+use crate::proxy::error::{CallError, Reason, is_grpc};
 use crate::proxy::inbound::check::{self, Refusal};
-use crate::proxy::tunnel_h2 as http_tunnel;
-use crate::state::Live;
 use crate::state::endpoints::Unavailable;
+use crate::state::{Live, Snapshot};
 use crate::transport::dial::credentials_expiry_ms;
-use crate::transport::header::{HeaderError, Protocol, StreamHeader};
+use crate::transport::header::{HeaderError, StreamHeader};
 use crate::transport::quic::{TunnelError, codes, quic_server_config};
 use crate::transport::udp;
 
@@ -91,23 +88,38 @@ pub enum StreamError {
     Unavailable(#[from] Unavailable),
     #[error("copy: {0}")]
     Copy(std::io::Error),
-    #[error("http: {0}")]
-    Http(hyper::Error),
+    #[error("writing to the peer: {0}")]
+    Write(quinn::WriteError),
+    #[error("the body: {0}")]
+    Body(String),
 }
 
 impl StreamError {
-    /// A short, closed-set label for metrics.
-    pub fn reason(&self) -> &'static str {
+    /// A short, closed-set label for metrics and logs.
+    pub fn reason(&self) -> Reason {
         match self {
             Self::Header(h) => h.reason(),
-            Self::HeaderTimeout(_) => "header_timeout",
+            Self::HeaderTimeout(_) => Reason::HeaderTimeout,
             Self::Refused(r) => r.reason(),
-            Self::Overloaded(_) => "overloaded",
-            Self::Draining => "draining",
-            Self::Unavailable(_) => "unavailable",
-            Self::Copy(_) => "copy",
-            Self::Http(_) => "http",
+            Self::Overloaded(_) => Reason::Overloaded,
+            Self::Draining => Reason::Draining,
+            Self::Unavailable(_) => Reason::Unavailable,
+            Self::Copy(_) | Self::Write(_) | Self::Body(_) => Reason::StreamReset,
         }
+    }
+}
+
+/// The destination's name as a metric label, when it is a configured
+/// local service; empty otherwise.
+fn known_service<'a>(snap: &Snapshot, header: &'a StreamHeader) -> &'a str {
+    let d = crate::config::Destination {
+        service: header.service.clone(),
+        port: header.port,
+    };
+    if snap.config.services.contains_key(&d) {
+        header.service.as_str()
+    } else {
+        ""
     }
 }
 
@@ -203,7 +215,7 @@ impl Inbound {
                     let r = Refusal::NotAPeerGateway {
                         gateway: peer.clone(),
                     };
-                    warn!(peer = %peer, reason = r.reason(), "inbound stream refused: {r}");
+                    warn!(peer = %peer, reason = r.reason().as_str(), "inbound stream refused: {r}");
                     continue;
                 }
             };
@@ -219,7 +231,7 @@ impl Inbound {
             tokio::spawn(async move {
                 let _permit = permit;
                 if let Err(e) = this.serve_stream(send, recv, &peer).await {
-                    warn!(peer = %peer, reason = e.reason(), "inbound stream ended: {e}");
+                    warn!(peer = %peer, reason = e.reason().as_str(), "inbound stream ended: {e}");
                 }
             });
         }
@@ -248,36 +260,41 @@ impl Inbound {
             {
                 Ok(Ok(h)) => h,
                 Ok(Err(e)) => {
-                    fail(&mut send, &mut recv, codes::HEADER_INVALID);
-                    self.count(&peer_td, "", e.reason(), started);
+                    let code = match e {
+                        HeaderError::UnsupportedVersion { .. } => codes::VERSION_UNSUPPORTED,
+                        _ => codes::HEADER_INVALID,
+                    };
+                    fail(&mut send, &mut recv, code);
+                    self.count(&peer_td, "", e.reason().as_str(), started);
                     return Err(e.into());
                 }
                 Err(_) => {
                     fail(&mut send, &mut recv, codes::HEADER_INVALID);
-                    self.count(&peer_td, "", "header_timeout", started);
+                    self.count(&peer_td, "", Reason::HeaderTimeout.as_str(), started);
                     return Err(StreamError::HeaderTimeout(HEADER_TIMEOUT));
                 }
             };
-        let http = header.protocol != Protocol::Tcp;
         // The config in effect once the header is in, for the whole stream.
         let snap = self.live.load();
         let admitted = match check::check(&snap.config, peer, &header) {
             Ok(a) => a,
             Err(r) => {
-                self.count(&peer_td, header.service.as_str(), r.reason(), started);
-                if http {
+                // A service label only for a configured service: a peer
+                // cannot make series of names it invents.
+                let service = known_service(&snap, &header);
+                match &header.request {
                     // The caller gets a 403 naming the reason.
-                    let answer = CallError::Refused {
-                        reason: r.reason(),
-                        detail: r.to_string(),
-                    };
-                    let svc = service_fn(move |_req| {
-                        let resp = answer.response();
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    let _ = http_tunnel::serve(tokio::io::join(recv, send), svc).await;
-                } else {
-                    fail(&mut send, &mut recv, codes::REFUSED);
+                    Some(head) => {
+                        let grpc = is_grpc(&head.headers);
+                        let e = CallError::new(r.reason(), r.to_string());
+                        let _ = recv.stop(codes::REFUSED);
+                        self.answer(send, &e, grpc, service, peer_td.as_str(), started)
+                            .await?;
+                    }
+                    None => {
+                        fail(&mut send, &mut recv, codes::REFUSED);
+                        self.count(&peer_td, service, r.reason().as_str(), started);
+                    }
                 }
                 return Err(r.into());
             }
@@ -286,24 +303,27 @@ impl Inbound {
         debug!(peer = %peer, caller = %header.caller, principal = ?admitted.principal,
             service = %dest.service, port = dest.port,
             request_id = %header.request_id, "inbound stream accepted");
-        if http {
-            let this = self.clone();
-            let call = Arc::new((snap, header, admitted));
-            let svc = service_fn(move |req| {
-                let (this, call) = (this.clone(), call.clone());
-                async move {
-                    let (snap, header, admitted) = &*call;
-                    let td = header.caller.trust_domain();
-                    let resp = this.http_call(snap, header, admitted, td.as_str(), req);
-                    Ok::<_, Infallible>(resp.await)
-                }
-            });
-            return http_tunnel::serve(tokio::io::join(recv, send), svc)
+        let mut header = header;
+        match header.request.take() {
+            Some(head) => {
+                let peer_domain = header.caller.trust_domain();
+                self.http_call(
+                    &snap,
+                    header,
+                    head,
+                    &admitted,
+                    send,
+                    recv,
+                    peer_domain.as_str(),
+                    started,
+                )
                 .await
-                .map_err(StreamError::Http);
+            }
+            None => {
+                self.tcp_call(&snap, &dest, send, recv, &peer_td, started)
+                    .await
+            }
         }
-        self.tcp_call(&snap, &dest, send, recv, &peer_td, started)
-            .await
     }
 
     pub(super) fn count(

@@ -14,6 +14,7 @@
 use causeway_trust::{SpiffeId, TrustDomain};
 
 use crate::config::{Destination, GatewayConfig, PrincipalName};
+use crate::reason::Reason;
 use crate::transport::header::StreamHeader;
 
 /// Why an inbound stream was refused. Each has its own metric label.
@@ -54,13 +55,13 @@ pub struct Admitted {
 }
 
 impl Refusal {
-    /// A short, closed-set label for metrics and structured logs.
-    pub fn reason(&self) -> &'static str {
+    /// Its label, from the closed set.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::NotAPeerGateway { .. } => "not_a_peer_gateway",
-            Self::ForeignCaller { .. } => "foreign_caller",
-            Self::UnknownService { .. } => "unknown_service",
-            Self::Denied { .. } => "denied",
+            Self::NotAPeerGateway { .. } => Reason::NotAPeerGateway,
+            Self::ForeignCaller { .. } => Reason::ForeignCaller,
+            Self::UnknownService { .. } => Reason::UnknownService,
+            Self::Denied { .. } => Reason::Denied,
         }
     }
 }

@@ -1,97 +1,201 @@
 //! A peer's HTTP call on a tunnel stream whose header passed the inbound
-//! checks: strip XFCC and `x-causeway-principal`, set XFCC from the stream
-//! header's caller and the principal from the identity map (when it maps
-//! the caller), hand it to a local endpoint.
+//! checks:
+//!
+//! ```text
+//! request head (in the stream header) ─► strip hop-by-hop, XFCC and
+//!   x-causeway-principal ─► XFCC from the header's caller, the principal from
+//!   the identity map ─► the body from the stream's frames ─► a local endpoint
+//!   (HTTP/1.1 or HTTP/2 as the service port declares)
+//! response ─► RESPONSE_HEAD frame ─► DATA frames ─► TRAILERS ─► FIN
+//!   (a 101: the upgraded bytes both ways, unframed)
+//! ```
 
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::{Request, Response, Version};
+use http_body::Body as _;
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{debug, info};
 
-use crate::body::{Body, guard_response, incoming};
+use crate::body::{Body, empty};
 use crate::metrics::Direction;
-use crate::proxy::error::{CallError, refuse};
+use crate::proxy::error::{CallError, is_grpc};
 use crate::proxy::headers::{self, CallerCert};
-use crate::proxy::inbound::accept::Inbound;
+use crate::proxy::inbound::accept::{Inbound, StreamError};
 use crate::proxy::inbound::check::Admitted;
 use crate::proxy::local;
+use crate::proxy::tunnel::{self, SendBodyError, StreamBody};
 use crate::state::Snapshot;
-use crate::transport::header::{Protocol, StreamHeader};
+use crate::transport::frame::{self, FrameReader};
+use crate::transport::header::{RequestHead, StreamHeader};
 
 impl Inbound {
-    /// A peer's request on a stream that passed the inbound checks: the
-    /// caller is the stream header's, XFCC says so, the upstream gets the
-    /// version the caller spoke.
-    pub(crate) async fn http_call(
+    /// Carries one HTTP call to a local endpoint and its answer back, to
+    /// the end of the response.
+    #[allow(clippy::too_many_arguments, reason = "one stream's parts")]
+    pub(super) async fn http_call(
         &self,
         snap: &Snapshot,
-        header: &StreamHeader,
+        header: StreamHeader,
+        head: RequestHead,
         admitted: &Admitted,
+        mut send: quinn::SendStream,
+        recv: quinn::RecvStream,
         peer_td: &str,
-        req: Request<Incoming>,
-    ) -> Response<Body> {
-        let started = Instant::now();
+        started: Instant,
+    ) -> Result<(), StreamError> {
         let dest = &admitted.destination;
-        let guards = (
-            self.drain.track(),
-            self.metrics.stream_guard(Direction::Inbound),
-        );
-        let (mut parts, body) = req.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        headers::strip_identity(&mut parts.headers);
+        let service = dest.service.as_str();
+        let _tracked = self.drain.track();
+        let _open = self.metrics.stream_guard(Direction::Inbound);
+        let limits = &snap.config.limits;
+        let grpc = is_grpc(&head.headers);
+        let upgrade = head
+            .upgrade
+            .then(|| head.headers.get(http::header::UPGRADE).cloned())
+            .flatten();
+        let reader = FrameReader::new(recv, limits.max_header_bytes);
+
+        let mut req = Request::new(());
+        *req.method_mut() = head.method;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = head.headers;
+        let uri = format!("http://{}:{}{}", dest.service, dest.port, head.path);
+        match uri.parse() {
+            Ok(u) => *req.uri_mut() = u,
+            Err(e) => {
+                let e = CallError::new(
+                    crate::proxy::error::Reason::BadRequest,
+                    format!("request target {uri:?}: {e}"),
+                );
+                return self.answer(send, &e, grpc, service, peer_td, started).await;
+            }
+        }
+        let (mut parts, ()) = req.into_parts();
+        let h = &mut parts.headers;
+        headers::strip_hop_by_hop(h);
+        headers::strip_identity(h);
         headers::set_xfcc(
-            &mut parts.headers,
+            h,
             &snap.config.id,
             &CallerCert::assigned(header.caller.clone()),
         );
         if let Some(p) = &admitted.principal {
-            headers::set_principal(&mut parts.headers, p);
+            headers::set_principal(h, p);
         }
-        headers::ensure_trace(&mut parts.headers);
-        let deadline = headers::deadline(
-            &parts.headers,
-            snap.config.limits.request_timeout,
-            header.deadline,
-        );
-        let result = match snap.upstreams.get(dest) {
-            Some(endpoints) => {
-                local::send(
-                    &snap.http,
-                    endpoints,
-                    dest,
-                    parts,
-                    incoming(body),
-                    header.protocol == Protocol::Http2,
-                    deadline,
-                )
-                .await
-            }
-            None => Err(CallError::NoRoute(dest.service.to_string())),
+        headers::ensure_trace(h);
+        let deadlines = headers::deadlines(h, limits.request_timeout, header.deadline);
+
+        // The request body comes from the stream's frames; an upgrade's
+        // stream carries the upgraded bytes after the 101 instead.
+        let (body, reader): (Body, Option<FrameReader>) = if head.end_stream || upgrade.is_some() {
+            (empty(), Some(reader))
+        } else {
+            let b = StreamBody::new(reader, &parts.headers);
+            (http_body_util::BodyExt::boxed_unsync(b), None)
         };
-        let service = dest.service.as_str();
-        match result {
-            Ok(resp) => {
-                self.metrics.request(
-                    Direction::Inbound,
-                    service,
-                    peer_td,
-                    "ok",
-                    started.elapsed(),
-                );
-                guard_response(resp, guards)
-            }
+        let Some(endpoints) = snap.upstreams.get(dest) else {
+            let e = CallError::new(
+                crate::proxy::error::Reason::NoRoute,
+                format!("no route to {service}"),
+            );
+            return self.answer(send, &e, grpc, service, peer_td, started).await;
+        };
+        let protocol = snap
+            .config
+            .services
+            .get(dest)
+            .map(|s| s.protocol)
+            .unwrap_or_default();
+        let answer = local::call(
+            &snap.http,
+            endpoints,
+            dest,
+            protocol,
+            parts,
+            body,
+            upgrade.as_ref(),
+            &deadlines,
+            grpc,
+        )
+        .await;
+        let (resp, upgraded) = match answer {
+            Ok(a) => a,
             Err(e) => {
                 info!(caller = %header.caller, service, request_id = %header.request_id,
-                    reason = e.reason(), "inbound call failed: {e}");
-                refuse(
-                    &self.metrics,
-                    Direction::Inbound,
-                    service,
-                    peer_td,
-                    e,
-                    started,
-                )
+                    reason = e.reason.as_str(), "inbound call failed: {e}");
+                return self.answer(send, &e, grpc, service, peer_td, started).await;
             }
+        };
+        self.metrics.request(
+            Direction::Inbound,
+            service,
+            peer_td,
+            "ok",
+            started.elapsed(),
+        );
+        let (parts, body) = resp.into_parts();
+        let end = upgraded.is_none() && body.is_end_stream();
+        send.write_chunk(frame::response_head(parts.status, &parts.headers, end))
+            .await
+            .map_err(StreamError::Write)?;
+        if let (Some(up), Some(reader)) = (upgraded, reader) {
+            tunnel::bridge_stream(up, send, reader)
+                .await
+                .map_err(StreamError::Copy)?;
+            return Ok(());
+        }
+        if end {
+            let _ = send.finish();
+            return Ok(());
+        }
+        match tunnel::send_body(body, &mut send).await {
+            Ok(()) => Ok(()),
+            Err(SendBodyError::Body(e)) => {
+                debug!("response body from {service}: {e}");
+                Err(StreamError::Body(e.to_string()))
+            }
+            Err(SendBodyError::Stream(e)) => Err(StreamError::Write(e)),
         }
     }
+
+    /// Answers the call with the gateway's own response (a refusal, an
+    /// unreachable service): head and body frames, then FIN. The request
+    /// body is not read: the peer is told to stop sending it.
+    pub(super) async fn answer(
+        &self,
+        mut send: quinn::SendStream,
+        e: &CallError,
+        grpc: bool,
+        service: &str,
+        peer_td: &str,
+        started: Instant,
+    ) -> Result<(), StreamError> {
+        self.metrics.request(
+            Direction::Inbound,
+            service,
+            peer_td,
+            e.reason.as_str(),
+            started.elapsed(),
+        );
+        send_response(&mut send, e.response(grpc)).await
+    }
+}
+
+/// Writes a whole response on the stream.
+pub(super) async fn send_response(
+    send: &mut quinn::SendStream,
+    resp: Response<Body>,
+) -> Result<(), StreamError> {
+    let (parts, body) = resp.into_parts();
+    let end = body.is_end_stream();
+    send.write_chunk(frame::response_head(parts.status, &parts.headers, end))
+        .await
+        .map_err(StreamError::Write)?;
+    if end {
+        let _ = send.finish();
+        return Ok(());
+    }
+    tunnel::send_body(body, send).await.map_err(|e| match e {
+        SendBodyError::Body(e) => StreamError::Body(e.to_string()),
+        SendBodyError::Stream(e) => StreamError::Write(e),
+    })
 }

@@ -9,29 +9,35 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::SystemTime;
 
+use causeway_trust::SpiffeId;
 use http::request::Parts;
-use http::{Request, Response, Version, header};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 use crate::body::{Body, guard_response, incoming};
-use crate::config::{Destination, GatewayConfig};
+use crate::config::{Destination, GatewayConfig, Import};
 use crate::metrics::Direction;
-use crate::proxy::error::{CallError, refuse};
-use crate::proxy::headers::{self, CallerCert};
+use crate::proxy::error::{CallError, Reason, is_grpc, refuse};
+use crate::proxy::headers::{self, CallerCert, Deadlines};
 use crate::proxy::local;
 use crate::proxy::outbound::{CallContext, Outbound};
-use crate::proxy::tunnel_h2 as tunnel;
+use crate::proxy::tunnel::{self, StreamBody};
 use crate::service::ServiceName;
-use crate::state::Route;
-use crate::transport::header::Protocol;
+use crate::state::{Route, Snapshot};
+use crate::transport::frame::FrameReader;
+use crate::transport::header::RequestHead;
+use crate::transport::quic::codes;
 
 /// The destination a request names in `:authority` or `Host`. A port in
 /// it is used when that service port exists; otherwise a name with a
@@ -42,13 +48,13 @@ pub fn route(config: &GatewayConfig, parts: &Parts) -> Result<Destination, CallE
         .authority()
         .map(|a| a.as_str())
         .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
-        .ok_or_else(|| CallError::NoRoute("a request without Host".into()))?;
+        .ok_or_else(|| CallError::new(Reason::NoRoute, "a request without Host"))?;
     let (name, port) = match host.rsplit_once(':') {
         Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (n, p.parse::<u16>().ok()),
         _ => (host, None),
     };
     let service = ServiceName::new(&name.to_ascii_lowercase())
-        .map_err(|_| CallError::NoRoute(format!("{host:?}")))?;
+        .map_err(|_| CallError::new(Reason::NoRoute, format!("no route to {host:?}")))?;
     if let Some(port) = port {
         let d = Destination {
             service: service.clone(),
@@ -65,10 +71,14 @@ pub fn route(config: &GatewayConfig, parts: &Parts) -> Result<Destination, CallE
         .filter(|d| d.service == service);
     match (ports.next(), ports.next()) {
         (Some(d), None) => Ok(d.clone()),
-        (Some(_), Some(_)) => Err(CallError::NoRoute(format!(
-            "{service}: it has several ports; name one in Host"
-        ))),
-        (None, _) => Err(CallError::NoRoute(service.to_string())),
+        (Some(_), Some(_)) => Err(CallError::new(
+            Reason::NoRoute,
+            format!("no route to {service}: it has several ports; name one in Host"),
+        )),
+        (None, _) => Err(CallError::new(
+            Reason::NoRoute,
+            format!("no route to {service}"),
+        )),
     }
 }
 
@@ -95,102 +105,217 @@ where
 }
 
 /// One local caller's request, start to response head.
-async fn call(ob: &Outbound, caller: &CallerCert, req: Request<Incoming>) -> Response<Body> {
+async fn call(ob: &Outbound, caller: &CallerCert, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let guards = (
         ob.drain.track(),
         ob.metrics.stream_guard(Direction::Outbound),
     );
-    let downstream_h2 = req.version() == Version::HTTP_2;
+    let grpc = is_grpc(req.headers());
+    // An HTTP/1.1 Upgrade (WebSocket): its value, and the caller's side of
+    // the connection once the 101 is sent.
+    let upgrade = headers::upgrade_of(req.version(), req.headers())
+        .map(|v| (v, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     // The config in effect for this whole call.
     let snap = ob.live.load();
     let dest = match route(&snap.config, &parts) {
         Ok(d) => d,
-        Err(e) => return refuse(&ob.metrics, Direction::Outbound, "", "", e, started),
+        Err(e) => {
+            let span = tracing::info_span!("call", caller = %caller.id, service = "");
+            span.in_scope(|| info!(reason = e.reason.as_str(), "call refused: {e}"));
+            return refuse(&ob.metrics, Direction::Outbound, "", "", &e, grpc, started);
+        }
     };
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_identity(&mut parts.headers);
     let (traceparent, tracestate) = headers::ensure_trace(&mut parts.headers);
     let request_id = headers::ensure_request_id(&mut parts.headers);
-    let deadline = headers::deadline(&parts.headers, snap.config.limits.request_timeout, None);
+    let deadlines = headers::deadlines(&parts.headers, snap.config.limits.request_timeout, None);
     let peer_td = snap.peer_domain(&dest);
+    let span = tracing::debug_span!("call", caller = %caller.id, service = %dest.service,
+        port = dest.port, peer = peer_td, request_id = %request_id);
     let result = match snap.route(&caller.id, &dest) {
         Err(e) => Err(CallError::from(e)),
         Ok(Route::Local(endpoints)) => {
             headers::set_xfcc(&mut parts.headers, &snap.config.id, caller);
-            local::send(
+            let protocol = snap
+                .config
+                .services
+                .get(&dest)
+                .map(|s| s.protocol)
+                .unwrap_or_default();
+            let answer = local::call(
                 &snap.http,
                 endpoints,
                 &dest,
+                protocol,
                 parts,
                 incoming(body),
-                downstream_h2,
-                deadline,
+                upgrade.as_ref().map(|(v, _)| v),
+                &deadlines,
+                grpc,
             )
-            .await
+            .instrument(span.clone())
+            .await;
+            answer.map(|(resp, upstream)| {
+                if let (Some(up), Some((_, caller))) = (upstream, upgrade) {
+                    tokio::spawn(tunnel::bridge_local(caller, up).instrument(span.clone()));
+                }
+                resp
+            })
         }
         Ok(Route::Import(import)) => {
             let ctx = CallContext {
                 request_id: request_id.clone(),
                 traceparent: Some(traceparent),
                 tracestate,
-                deadline: Some(SystemTime::now() + (deadline - Instant::now())),
+                deadline: deadlines.call_unix(),
             };
-            let protocol = if downstream_h2 {
-                Protocol::Http2
-            } else {
-                Protocol::Http1
+            let call = PeerCall {
+                ob,
+                snap: &snap,
+                import,
+                caller: &caller.id,
+                ctx: &ctx,
+                deadlines: &deadlines,
             };
-            match ob.open(&snap, import, &caller.id, protocol, &ctx).await {
-                Ok(stream) => {
-                    tunnel::send(stream, parts, incoming(body), &import.remote, deadline).await
-                }
-                Err(e) => Err(CallError::from(e)),
-            }
+            call.send(parts, body, upgrade)
+                .instrument(span.clone())
+                .await
         }
     };
     let service = dest.service.as_str();
     match result {
         Ok(resp) => {
+            let label = match resp.headers().get(headers::REFUSAL) {
+                Some(r) => Reason::from_peer(r.as_bytes()).as_str(),
+                None => "ok",
+            };
             ob.metrics.request(
                 Direction::Outbound,
                 service,
                 peer_td,
-                peer_answer(&resp),
+                label,
                 started.elapsed(),
             );
             guard_response(resp, guards)
         }
         Err(e) => {
-            info!(caller = %caller.id, service, port = dest.port, request_id, reason = e.reason(), "call refused: {e}");
+            span.in_scope(|| info!(reason = e.reason.as_str(), "call refused: {e}"));
             refuse(
                 &ob.metrics,
                 Direction::Outbound,
                 service,
                 peer_td,
-                e,
+                &e,
+                grpc,
                 started,
             )
         }
     }
 }
 
-/// The result label of a call that got an answer: `ok`, or, when a gateway
-/// made the answer itself (a peer's 403, say), `peer_` and its reason.
-fn peer_answer(resp: &Response<Incoming>) -> &'static str {
-    let Some(reason) = resp.headers().get(headers::REFUSAL) else {
-        return "ok";
-    };
-    match reason.as_bytes() {
-        b"denied" => "peer_denied",
-        b"foreign_caller" => "peer_foreign_caller",
-        b"unknown_service" => "peer_unknown_service",
-        b"not_a_peer_gateway" => "peer_not_a_peer_gateway",
-        b"no_route" => "peer_no_route",
-        b"unavailable" => "peer_unavailable",
-        b"timeout" => "peer_timeout",
-        b"upstream_error" => "peer_upstream_error",
-        _ => "peer_other",
+/// A call to an imported service: one stream to the peer gateway that
+/// exports it.
+struct PeerCall<'a> {
+    ob: &'a Outbound,
+    snap: &'a Snapshot,
+    import: &'a Import,
+    caller: &'a SpiffeId,
+    ctx: &'a CallContext,
+    deadlines: &'a Deadlines,
+}
+
+impl PeerCall<'_> {
+    /// The request head in the stream header, the body after it (in a task
+    /// of its own: it may go on after the response has started, as gRPC
+    /// streams do), then the peer's answer.
+    async fn send(
+        self,
+        parts: Parts,
+        body: Incoming,
+        upgrade: Option<(HeaderValue, OnUpgrade)>,
+    ) -> Result<Response<Body>, CallError> {
+        let limits = &self.snap.config.limits;
+        let mut headers = parts.headers;
+        // :authority names the remote service at the peer; a Host naming
+        // the local import would contradict it.
+        headers.remove(http::header::HOST);
+        if let Some((value, _)) = &upgrade {
+            headers.insert(http::header::UPGRADE, value.clone());
+        }
+        let end_stream = body.is_end_stream();
+        let head = RequestHead {
+            method: parts.method,
+            path: parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            headers,
+            end_stream,
+            upgrade: upgrade.is_some(),
+        };
+        let (mut send, recv) = self
+            .ob
+            .open_http(self.snap, self.import, self.caller, head, self.ctx)
+            .await?;
+        let mut reader = FrameReader::new(recv, limits.max_header_bytes);
+        let (pump, send) = match (&upgrade, end_stream) {
+            // The stream stays open for the upgraded bytes.
+            (Some(_), _) => (None, Some(send)),
+            (None, true) => {
+                let _ = send.finish();
+                (None, None)
+            }
+            (None, false) => {
+                let pump = tokio::spawn(async move {
+                    let r = tunnel::send_body(body, &mut send).await;
+                    if let Err(e) = &r {
+                        debug!("request body to the peer: {e}");
+                    }
+                });
+                (Some(pump), None)
+            }
+        };
+        let head = match tokio::time::timeout_at(self.deadlines.head, reader.response_head()).await
+        {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                abort(pump);
+                return Err(tunnel::from_frame_error(&e));
+            }
+            Err(_) => {
+                abort(pump);
+                let _ = reader.stream().stop(codes::CANCELLED);
+                return Err(CallError::timeout(limits.request_timeout));
+            }
+        };
+        let mut resp = Response::new(crate::body::empty());
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            if let (Some((_, caller)), Some(send)) = (upgrade, send) {
+                tokio::spawn(async move {
+                    if let Err(e) = tunnel::bridge_stream(caller, send, reader).await {
+                        debug!("upgraded connection to the peer: {e}");
+                    }
+                });
+            }
+            return Ok(resp);
+        }
+        if head.end_stream {
+            return Ok(resp);
+        }
+        let body = StreamBody::new(reader, resp.headers()).boxed_unsync();
+        Ok(resp.map(|_| body))
+    }
+}
+
+/// Stops a request body that is no longer wanted.
+fn abort(pump: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(p) = pump {
+        p.abort();
     }
 }

@@ -21,11 +21,11 @@ use tokio::net::TcpStream;
 use crate::config::{Destination, GatewayConfig, Import};
 use crate::drain::Drain;
 use crate::metrics::Metrics;
-use crate::proxy::error::CallError;
+use crate::proxy::error::{CallError, Reason};
 use crate::state::endpoints::Unavailable;
 use crate::state::{Live, Origin, Route, RouteError, Snapshot};
 use crate::transport::dial::{DialError, PeerDialer, PeerSlots};
-use crate::transport::header::{Protocol, StreamHeader};
+use crate::transport::header::{Protocol, RequestHead, StreamHeader};
 use crate::transport::quic::TunnelError;
 
 /// Why a local caller's connection could not be carried.
@@ -40,10 +40,10 @@ pub enum OutboundError {
 }
 
 impl OutboundError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
             Self::Route(e) => e.reason(),
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) => Reason::Unavailable,
             Self::Peer(e) => e.reason(),
         }
     }
@@ -98,17 +98,14 @@ impl Outbound {
         }
     }
 
-    /// Opens a stream to the peer that exports `import` (as of `snap`),
-    /// for `caller`.
-    pub async fn open(
-        &self,
-        snap: &Snapshot,
+    /// The header of a stream to the peer that exports `import`.
+    fn header(
         import: &Import,
         caller: &SpiffeId,
-        protocol: Protocol,
+        request: Option<RequestHead>,
         ctx: &CallContext,
-    ) -> Result<Join<quinn::RecvStream, quinn::SendStream>, DialError> {
-        let header = StreamHeader {
+    ) -> StreamHeader {
+        StreamHeader {
             service: import.remote.service.clone(),
             port: import.remote.port,
             caller: caller.clone(),
@@ -116,14 +113,62 @@ impl Outbound {
             tracestate: ctx.tracestate.clone(),
             deadline: ctx.deadline,
             request_id: ctx.request_id.clone(),
-            protocol,
-        };
+            protocol: if request.is_some() {
+                Protocol::Http
+            } else {
+                Protocol::Tcp
+            },
+            request,
+        }
+    }
+
+    /// Opens a stream to the peer that exports `import` (as of `snap`),
+    /// for `caller`'s TCP connection, and writes its header.
+    pub async fn open(
+        &self,
+        snap: &Snapshot,
+        import: &Import,
+        caller: &SpiffeId,
+        ctx: &CallContext,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), DialError> {
+        let header = Self::header(import, caller, None, ctx);
         let timeout = snap.config.limits.handshake_timeout;
-        let (send, recv) = self
+        self.dialer
+            .open(&snap.peers, timeout, &import.peer, &header)
+            .await
+    }
+
+    /// Opens a stream for an HTTP call and writes its header, which carries
+    /// the request's head: refused (431) when the head is over this
+    /// gateway's `max_header_bytes`, which its peers are expected to share.
+    pub async fn open_http(
+        &self,
+        snap: &Snapshot,
+        import: &Import,
+        caller: &SpiffeId,
+        head: RequestHead,
+        ctx: &CallContext,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
+        let header = Self::header(import, caller, Some(head), ctx);
+        let max = snap
+            .config
+            .limits
+            .max_header_bytes
+            .min(usize::from(u16::MAX));
+        let len = header.encoded_len();
+        if len > max {
+            return Err(CallError::new(
+                Reason::HeadTooLarge,
+                format!(
+                    "the request's head takes {len} bytes in the stream header; at most {max} are carried"
+                ),
+            ));
+        }
+        let timeout = snap.config.limits.handshake_timeout;
+        Ok(self
             .dialer
             .open(&snap.peers, timeout, &import.peer, &header)
-            .await?;
-        Ok(tokio::io::join(recv, send))
+            .await?)
     }
 
     /// Connects `caller` to `dest` for a TCP call, by the config of `snap`.
@@ -138,9 +183,10 @@ impl Outbound {
             Route::Local(rr) => Ok(Upstream::Local(
                 rr.connect(dest, snap.config.limits.connect_timeout).await?,
             )),
-            Route::Import(import) => Ok(Upstream::Peer(
-                self.open(snap, import, caller, Protocol::Tcp, ctx).await?,
-            )),
+            Route::Import(import) => {
+                let (send, recv) = self.open(snap, import, caller, ctx).await?;
+                Ok(Upstream::Peer(tokio::io::join(recv, send)))
+            }
         }
     }
 }
@@ -149,21 +195,21 @@ impl From<OutboundError> for CallError {
     fn from(e: OutboundError) -> Self {
         match e {
             OutboundError::Route(r) => CallError::from(r),
-            OutboundError::Unavailable(u) => CallError::Unavailable {
-                reason: "unavailable",
-                detail: u.to_string(),
-            },
+            OutboundError::Unavailable(u) => CallError::new(Reason::Unavailable, u.to_string()),
             OutboundError::Peer(d) => CallError::from(d),
         }
     }
 }
 
+impl From<RouteError> for CallError {
+    fn from(e: RouteError) -> Self {
+        CallError::new(e.reason(), e.to_string())
+    }
+}
+
 impl From<DialError> for CallError {
     fn from(e: DialError) -> Self {
-        CallError::Unavailable {
-            reason: e.reason(),
-            detail: e.to_string(),
-        }
+        CallError::new(e.reason(), e.to_string())
     }
 }
 

@@ -54,10 +54,10 @@ pub(crate) async fn call(
                 Direction::Outbound,
                 service,
                 peer_td,
-                e.reason(),
+                e.reason().as_str(),
                 started.elapsed(),
             );
-            info!(%from, caller = %caller.id, service, reason = e.reason(), "refused: {e}");
+            info!(%from, caller = %caller.id, service, reason = e.reason().as_str(), "refused: {e}");
         }
     }
 }
