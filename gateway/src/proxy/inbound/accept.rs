@@ -13,7 +13,7 @@ use causeway_trust::tls::SvidSource;
 use causeway_trust::verify::RefusalObserver;
 use causeway_trust::{Expected, SharedBundles, SpiffeId, SpiffeVerifier, TrustDomain};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, debug_span, info, info_span, warn};
 
 use crate::config::GatewayConfig;
 use crate::drain::Drain;
@@ -181,8 +181,10 @@ impl Inbound {
                     Some(peer) => {
                         let expires = credentials_expiry_ms(&conn, i64::MAX);
                         let closing = conn.clone();
+                        let span = info_span!("peer_connection", peer = %peer,
+                            remote = %conn.remote_address());
                         tokio::select! {
-                            () = this.serve_connection(conn, peer.clone()) => {}
+                            () = this.serve_connection(conn, peer.clone()).instrument(span) => {}
                             () = sleep_until_unix_ms(expires) => {
                                 info!(peer = %peer, "the peer gateway's certificate expired; closing its connection");
                                 closing.close(codes::EXPIRED, b"peer certificate expired");
@@ -228,12 +230,16 @@ impl Inbound {
                     continue;
                 }
             };
-            tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(e) = this.serve_stream(send, recv, &peer).await {
-                    warn!(peer = %peer, reason = e.reason().as_str(), "inbound stream ended: {e}");
+            let span = debug_span!("stream", id = %send.id());
+            tokio::spawn(
+                async move {
+                    let _permit = permit;
+                    if let Err(e) = this.serve_stream(send, recv, &peer).await {
+                        warn!(peer = %peer, reason = e.reason().as_str(), "inbound stream ended: {e}");
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
         debug!(peer = %peer, "peer gateway connection closed");
     }
@@ -274,6 +280,23 @@ impl Inbound {
                     return Err(StreamError::HeaderTimeout(HEADER_TIMEOUT));
                 }
             };
+        let span = debug_span!("call", caller = %header.caller, service = %header.service,
+            port = header.port, request_id = %header.request_id);
+        self.serve_call(header, send, recv, peer, started)
+            .instrument(span)
+            .await
+    }
+
+    /// A stream whose header is in: the checks, then the call.
+    async fn serve_call(
+        self: &Arc<Self>,
+        header: StreamHeader,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        peer: &SpiffeId,
+        started: Instant,
+    ) -> Result<(), StreamError> {
+        let peer_td = peer.trust_domain();
         // The config in effect once the header is in, for the whole stream.
         let snap = self.live.load();
         let admitted = match check::check(&snap.config, peer, &header) {

@@ -132,8 +132,9 @@ impl Inbound {
             "ok",
             started.elapsed(),
         );
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
         let end = upgraded.is_none() && body.is_end_stream();
+        set_length(parts.status, &mut parts.headers, &body);
         send.write_chunk(frame::response_head(parts.status, &parts.headers, end))
             .await
             .map_err(StreamError::Write)?;
@@ -185,8 +186,9 @@ pub(super) async fn send_response(
     send: &mut quinn::SendStream,
     resp: Response<Body>,
 ) -> Result<(), StreamError> {
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     let end = body.is_end_stream();
+    set_length(parts.status, &mut parts.headers, &body);
     send.write_chunk(frame::response_head(parts.status, &parts.headers, end))
         .await
         .map_err(StreamError::Write)?;
@@ -198,4 +200,23 @@ pub(super) async fn send_response(
         SendBodyError::Body(e) => StreamError::Body(e.to_string()),
         SendBodyError::Stream(e) => StreamError::Write(e),
     })
+}
+
+/// A body of known length gets its `content-length` (as a server's would),
+/// so that an HTTP/1.1 caller is not answered in chunks for want of it.
+/// Never on a 1xx, 204 or 304, which may not have one.
+fn set_length(
+    status: http::StatusCode,
+    headers: &mut http::HeaderMap,
+    body: &impl http_body::Body,
+) {
+    let bodiless = status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    if bodiless || headers.contains_key(http::header::CONTENT_LENGTH) {
+        return;
+    }
+    if let Some(n) = body.size_hint().exact() {
+        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+    }
 }

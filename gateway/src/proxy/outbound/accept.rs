@@ -15,7 +15,7 @@ use causeway_trust::{Expected, SharedBundles, SpiffeVerifier};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::config::{CallerMode, Listener, ListenerKind};
 use crate::proxy::headers::CallerCert;
@@ -74,24 +74,28 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (listener, tls, outbound) = (listener.clone(), tls.clone(), outbound.clone());
         let n = counter.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let Some((io, caller)) = authenticate(tcp, from, &listener, tls, &outbound).await
-            else {
-                return;
-            };
-            match &listener.kind {
-                ListenerKind::Tcp { destination } => {
-                    let ctx = CallContext {
-                        request_id: format!("{}-{n}", listener.name),
-                        ..CallContext::default()
-                    };
-                    super::tcp::call(io, from, &caller, destination, &ctx, &outbound).await;
-                }
-                ListenerKind::Http => {
-                    crate::proxy::outbound::http::serve_connection(io, caller, outbound).await;
+        let span = debug_span!("connection", listener = %listener.name, %from);
+        tokio::spawn(
+            async move {
+                let Some((io, caller)) = authenticate(tcp, from, &listener, tls, &outbound).await
+                else {
+                    return;
+                };
+                match &listener.kind {
+                    ListenerKind::Tcp { destination } => {
+                        let ctx = CallContext {
+                            request_id: format!("{}-{n}", listener.name),
+                            ..CallContext::default()
+                        };
+                        super::tcp::call(io, from, &caller, destination, &ctx, &outbound).await;
+                    }
+                    ListenerKind::Http => {
+                        crate::proxy::outbound::http::serve_connection(io, caller, outbound).await;
+                    }
                 }
             }
-        });
+            .instrument(span),
+        );
     }
 }
 
