@@ -12,6 +12,7 @@ use tempfile::TempDir;
 
 pub(crate) mod client;
 pub(crate) mod load;
+pub(crate) mod pair;
 pub(crate) mod process;
 pub(crate) mod upstreams;
 
