@@ -10,7 +10,9 @@ use std::process::{Command, ExitStatus};
 
 use tempfile::TempDir;
 
+pub(crate) mod bulk;
 pub(crate) mod client;
+pub(crate) mod echo;
 pub(crate) mod load;
 pub(crate) mod pair;
 pub(crate) mod process;
