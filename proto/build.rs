@@ -4,12 +4,16 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("proto");
-    let files = [
+    let mut files = vec![
         root.join("causeway/tunnel/v1/tunnel.proto"),
         root.join("causeway/controller/v1/gateway.proto"),
         root.join("causeway/controller/v1/admin.proto"),
         root.join("causeway/federation/v1/federation.proto"),
     ];
+    // The test service, for the end-to-end tests only (feature `testing`).
+    if std::env::var_os("CARGO_FEATURE_TESTING").is_some() {
+        files.push(root.join("causeway/testing/v1/echo.proto"));
+    }
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -23,40 +23,13 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use support::FRONTEND;
 use support::client::{request, send, send_on};
+use support::pair::{EAST_GW, NORTH_GW, WEST_GW, connect_as_east, credentials};
 use support::process::Gateway;
 use support::upstreams::{grpc_upstream, http_upstream, nothing, silent, tcp_echo};
-use support::{FRONTEND, ca_init, ca_issue, export};
 
 const BATCH: &str = "spiffe://east.acme.example/ns/batch/sa/job";
-const EAST_GW: &str = "spiffe://east.acme.example/gateway/east-1";
-const WEST_GW: &str = "spiffe://west.globex.example/gateway/west-1";
-const NORTH_GW: &str = "spiffe://north.initech.example/gateway/north-1";
-
-/// Two CAs (west with an intermediate), gateway SVIDs, a workload SVID for
-/// the mTLS listener, and both bundles, in `d`.
-fn credentials(d: &Path) {
-    ca_init(&d.join("east-ca"), "east.acme.example", &[]);
-    ca_init(
-        &d.join("west-ca"),
-        "west.globex.example",
-        &["--intermediate"],
-    );
-    ca_init(&d.join("north-ca"), "north.initech.example", &[]);
-    ca_issue(&d.join("east-ca"), EAST_GW, &d.join("east-gw"), &[]);
-    ca_issue(&d.join("west-ca"), WEST_GW, &d.join("west-gw"), &[]);
-    ca_issue(&d.join("north-ca"), NORTH_GW, &d.join("north-gw"), &[]);
-    ca_issue(&d.join("east-ca"), FRONTEND, &d.join("frontend"), &[]);
-    ca_issue(
-        &d.join("west-ca"),
-        "spiffe://west.globex.example/ns/shop/sa/frontend",
-        &d.join("west-frontend"),
-        &[],
-    );
-    export(&d.join("east-ca"), "json", &d.join("east.bundle.json"));
-    export(&d.join("west-ca"), "json", &d.join("west.bundle.json"));
-    export(&d.join("north-ca"), "json", &d.join("north.bundle.json"));
-}
 
 /// Credentials in a temporary directory, and every upstream running.
 async fn setup() -> (tempfile::TempDir, Upstreams) {
@@ -509,42 +482,16 @@ async fn mtls_call(
 /// naming the reason, a TCP stream is reset with the REFUSED code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_outside_the_peer_gateways_domain_is_refused() {
-    use causeway_gateway::config::Limits;
     use causeway_gateway::transport::frame::FrameReader;
     use causeway_gateway::transport::header::{Protocol, RequestHead, StreamHeader};
-    use causeway_gateway::transport::quic::{codes, quic_client_config};
+    use causeway_gateway::transport::quic::codes;
 
     let (t, u) = setup().await;
     let d = t.path();
     let west = Gateway::start(&west_config(d, &u), d.join("west.log"));
 
     // East's real gateway credentials, used by hand.
-    let svid = Svid::from_pem(
-        &fs::read(d.join("east-gw.pem")).unwrap(),
-        &fs::read(d.join("east-gw.key")).unwrap(),
-    )
-    .unwrap();
-    let west_bundle = TrustBundle::parse(
-        causeway_trust::TrustDomain::new("west.globex.example").unwrap(),
-        &fs::read(d.join("west.bundle.json")).unwrap(),
-    )
-    .unwrap();
-    let verifier = SpiffeVerifier::new(
-        SharedBundles::new(BundleSet::from_bundles([west_bundle]).unwrap()),
-        Expected::ids([SpiffeId::workload(WEST_GW).unwrap()]),
-    );
-    let client = quic_client_config(
-        &SvidSource::new(svid).unwrap(),
-        Arc::new(verifier),
-        &Limits::default(),
-    )
-    .unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = endpoint
-        .connect_with(client, west.addr("/peer_listener"), "west")
-        .unwrap()
-        .await
-        .unwrap();
+    let (endpoint, conn) = connect_as_east(d, west.addr("/peer_listener")).await;
     let header = |caller: &str, protocol| StreamHeader {
         service: causeway_gateway::service::ServiceName::new(if protocol == Protocol::Tcp {
             "ledger"
@@ -619,8 +566,6 @@ async fn a_caller_outside_the_peer_gateways_domain_is_refused() {
 /// come back whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_callers_for_ten_seconds_through_two_gateways_without_an_error() {
-    use hyper_util::rt::TokioIo;
-
     let (t, u) = setup().await;
     let d = t.path();
     let west = Gateway::start(&west_config(d, &u), d.join("west.log"));
@@ -628,68 +573,30 @@ async fn thirty_two_callers_for_ten_seconds_through_two_gateways_without_an_erro
         &east_config(d, &u, west.addr("/peer_listener")),
         d.join("east.log"),
     );
-    let web = east.addr("/listeners/web");
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut callers = Vec::new();
-    for c in 0..32 {
-        callers.push(tokio::spawn(async move {
-            let tcp = TcpStream::connect(web).await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let (mut ok, mut failed) = (0u64, Vec::new());
-            let mut i = 0u64;
-            while tokio::time::Instant::now() < until {
-                i += 1;
-                let body = format!("caller {c} call {i}");
-                let req = http::Request::post("/pay")
-                    .header("host", "payments.west")
-                    .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
-                    .unwrap();
-                if let Err(e) = tx.ready().await {
-                    failed.push(format!("connection not reusable: {e}"));
-                    break;
-                }
-                match tx.send_request(req).await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let got = http_body_util::BodyExt::collect(resp.into_body())
-                            .await
-                            .map(|b| b.to_bytes());
-                        match got {
-                            Ok(b) if status == 200 && b == body.as_bytes() => ok += 1,
-                            other => failed.push(format!("{status}: {other:?}")),
-                        }
-                    }
-                    Err(e) => failed.push(e.to_string()),
-                }
-                if !failed.is_empty() {
-                    break;
-                }
-            }
-            (ok, failed)
-        }));
-    }
-    let (mut total, mut failures) = (0u64, Vec::new());
-    for c in callers {
-        let (ok, failed) = c.await.unwrap();
-        assert!(ok > 0, "every caller got through");
-        total += ok;
-        failures.extend(failed);
-    }
+    let calls = support::load::keep_alive_callers(
+        east.addr("/listeners/web"),
+        "payments.west",
+        32,
+        Duration::from_secs(10),
+    )
+    .await;
+    let total = calls.total();
     assert!(
-        failures.is_empty(),
+        calls.failures.is_empty(),
         "{} failed calls after {total} good ones, first: {:?}\neast log tail:\n{}",
-        failures.len(),
-        failures.first(),
+        calls.failures.len(),
+        calls.failures.first(),
         east.log_text()
             .lines()
             .rev()
             .take(20)
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    assert!(
+        calls.ok.iter().all(|ok| *ok > 0),
+        "every caller got through: {:?}",
+        calls.ok
     );
     #[allow(
         clippy::print_stderr,

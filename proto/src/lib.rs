@@ -3,7 +3,8 @@
 //! Causeway's wire formats, generated at build time from `proto/` with
 //! protox, so that no system `protoc` is needed: the tunnel stream header
 //! (see docs/wire-format.md) and the gRPC APIs between gateways,
-//! controllers and the CLI.
+//! controllers and the CLI. With the `testing` feature, also a small gRPC
+//! service with every call kind, for end-to-end tests.
 
 /// The header that opens every proxied stream between gateways.
 pub mod tunnel {
@@ -28,5 +29,15 @@ pub mod federation {
     pub mod v1 {
         #![allow(missing_docs, unreachable_pub, clippy::all)]
         include!(concat!(env!("OUT_DIR"), "/causeway.federation.v1.rs"));
+    }
+}
+
+/// A gRPC service with one method of each call kind, for end-to-end tests
+/// of the gateway's HTTP/2 path (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub mod v1 {
+        #![allow(missing_docs, unreachable_pub, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/causeway.testing.v1.rs"));
     }
 }

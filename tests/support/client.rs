@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -53,10 +55,9 @@ where
 {
     let resp = if h2 {
         req.headers_mut().remove("host");
-        let (mut tx, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-                .await
-                .unwrap();
+        let (mut tx, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
         tokio::spawn(conn);
         tx.send_request(req).await.unwrap()
     } else {
@@ -73,6 +74,11 @@ where
         tokio::spawn(conn);
         tx.send_request(req).await.unwrap()
     };
+    collect(resp).await
+}
+
+/// A response, read to its end.
+pub(crate) async fn collect(resp: Response<Incoming>) -> Answer {
     let (parts, body) = resp.into_parts();
     let collected = body.collect().await.unwrap();
     let trailers = collected.trailers().cloned();
@@ -82,4 +88,16 @@ where
         body: collected.to_bytes(),
         trailers,
     }
+}
+
+/// A new h2c connection (prior knowledge) to `addr`, for as many requests
+/// at once as the server allows.
+pub(crate) async fn h2c(addr: SocketAddr) -> http2::SendRequest<Full<Bytes>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (tx, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
 }

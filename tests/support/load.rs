@@ -285,3 +285,87 @@ fn config_dump(admin: SocketAddr) -> Option<serde_json::Value> {
     let (_, body) = out.split_once("\r\n\r\n")?;
     serde_json::from_str(body).ok()
 }
+
+/// What [`keep_alive_callers`] saw.
+#[derive(Debug, Default)]
+pub(crate) struct KeepAlive {
+    /// Good calls, per caller.
+    pub(crate) ok: Vec<u64>,
+    /// Every failed call: a connection error, no answer within
+    /// [`REQUEST_TIMEOUT`], a status other than 200 or a body other than
+    /// the one sent. A caller stops at its first failure.
+    pub(crate) failures: Vec<String>,
+}
+
+impl KeepAlive {
+    pub(crate) fn total(&self) -> u64 {
+        self.ok.iter().sum()
+    }
+}
+
+/// `callers` callers, each on its own HTTP/1.1 keep-alive connection to
+/// `target`, POST `/pay` with Host `host` one call after another for
+/// `duration`; a good answer is a 200 echoing the body sent (as
+/// [`super::upstreams::http_upstream`] does).
+pub(crate) async fn keep_alive_callers(
+    target: SocketAddr,
+    host: &'static str,
+    callers: usize,
+    duration: Duration,
+) -> KeepAlive {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+
+    let until = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let tcp = match tokio::net::TcpStream::connect(target).await {
+                Ok(t) => t,
+                Err(e) => return (ok, vec![format!("caller {c}: connect: {e}")]),
+            };
+            tcp.set_nodelay(true).unwrap();
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut i = 0u64;
+            while tokio::time::Instant::now() < until && failed.is_empty() {
+                i += 1;
+                let body = format!("caller {c} call {i}");
+                let req = http::Request::post("/pay")
+                    .header("host", host)
+                    .body(Full::new(bytes::Bytes::from(body.clone())))
+                    .unwrap();
+                let call = async {
+                    tx.ready()
+                        .await
+                        .map_err(|e| format!("connection not reusable: {e}"))?;
+                    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+                    let status = resp.status();
+                    let got = resp.into_body().collect().await.map(|b| b.to_bytes());
+                    match got {
+                        Ok(b) if status == 200 && b == body.as_bytes() => Ok(()),
+                        other => Err(format!("{status}: {other:?}")),
+                    }
+                };
+                match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                    Ok(Ok(())) => ok += 1,
+                    Ok(Err(e)) => failed.push(format!("caller {c} call {i}: {e}")),
+                    Err(_) => failed.push(format!(
+                        "caller {c} call {i}: no answer in {REQUEST_TIMEOUT:?}"
+                    )),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let mut seen = KeepAlive::default();
+    for t in tasks {
+        let (ok, failed) = t.await.unwrap();
+        seen.ok.push(ok);
+        seen.failures.extend(failed);
+    }
+    seen
+}

@@ -10,8 +10,11 @@ use std::process::{Command, ExitStatus};
 
 use tempfile::TempDir;
 
+pub(crate) mod bulk;
 pub(crate) mod client;
+pub(crate) mod echo;
 pub(crate) mod load;
+pub(crate) mod pair;
 pub(crate) mod process;
 pub(crate) mod upstreams;
 

@@ -64,6 +64,23 @@ impl Gateway {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The most memory the process has had resident so far (`VmHWM` in
+    /// /proc/<pid>/status), in KiB.
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in {path}:\n{status}"))
+    }
+
     /// GET `path` on the admin listener: the status and the body.
     pub(crate) fn admin_get(&self, path: &str) -> (u16, String) {
         let mut c = TcpStream::connect(self.addr("/admin")).unwrap();

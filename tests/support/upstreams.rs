@@ -1,7 +1,7 @@
 //! Real upstreams on loopback for the end-to-end tests: an HTTP server
 //! (HTTP/1.1 and h2c) that reports what it received, a gRPC server (the
-//! standard health service), a TCP echo, one that never answers, and an
-//! address where nothing listens.
+//! standard health service), a TCP echo, a WebSocket echo, one that never
+//! answers, and an address where nothing listens.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -27,6 +29,24 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// `x-seen-method`, `x-seen-path`. With `x-want-trailers` in the request, the
 /// response ends with a trailer `x-body-len`.
 pub(crate) async fn http_upstream(name: &'static str) -> SocketAddr {
+    http_upstream_speaking(name, Versions::Both).await
+}
+
+/// The HTTP versions an upstream accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Versions {
+    /// HTTP/1.1 and h2c (prior knowledge), told apart by the preface.
+    Both,
+    /// `hyper::server::conn::http1`: an HTTP/2 preface is a malformed
+    /// request and ends the connection.
+    Http1Only,
+    /// `hyper::server::conn::http2`: an HTTP/1.1 request is not the HTTP/2
+    /// preface and ends the connection.
+    Http2Only,
+}
+
+/// [`http_upstream`], accepting only `versions`.
+pub(crate) async fn http_upstream_speaking(name: &'static str, versions: Versions) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -34,10 +54,25 @@ pub(crate) async fn http_upstream(name: &'static str) -> SocketAddr {
             let svc = service_fn(move |req: Request<Incoming>| async move {
                 Ok::<_, Infallible>(answer(name, req).await)
             });
+            let io = TokioIo::new(tcp);
             tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
+                let _ = match versions {
+                    Versions::Both => {
+                        auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await
+                    }
+                    Versions::Http1Only => hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                        .map_err(Into::into),
+                    Versions::Http2Only => {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await
+                            .map_err(Into::into)
+                    }
+                };
             });
         }
     });
@@ -192,4 +227,67 @@ pub(crate) fn payments_blocking() -> SocketAddr {
         }
     });
     addr
+}
+
+/// How one WebSocket connection to [`ws_echo`] ended: the close frame the
+/// client sent, once the close handshake is done; otherwise why not.
+pub(crate) type WsEnd = Result<Option<CloseFrame>, String>;
+
+/// A WebSocket server (tokio-tungstenite, over HTTP/1.1 Upgrade) that
+/// echoes every text and binary message, and answers the upgrade with
+/// `x-seen-xfcc`, the `x-forwarded-client-cert` it received. Reports how
+/// each connection ended on the returned channel.
+pub(crate) async fn ws_echo() -> (SocketAddr, mpsc::UnboundedReceiver<WsEnd>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                #[allow(
+                    clippy::result_large_err,
+                    reason = "tungstenite's handshake callback returns its ErrorResponse by value"
+                )]
+                let seen = |req: &Request, mut resp: Response| {
+                    let xfcc = req
+                        .headers()
+                        .get("x-forwarded-client-cert")
+                        .cloned()
+                        .unwrap_or(HeaderValue::from_static(""));
+                    resp.headers_mut().insert("x-seen-xfcc", xfcc);
+                    Ok(resp)
+                };
+                let mut ws = match tokio_tungstenite::accept_hdr_async(tcp, seen).await {
+                    Ok(ws) => ws,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("handshake: {e}")));
+                        return;
+                    }
+                };
+                let mut close = None;
+                // After the client's Close, tungstenite answers it; the
+                // stream then ends once the handshake is complete.
+                let end = loop {
+                    match ws.next().await {
+                        None => break close.ok_or_else(|| "ended without a close frame".into()),
+                        Some(Ok(Message::Close(frame))) => close = Some(frame),
+                        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                            if let Err(e) = ws.send(m).await {
+                                break Err(format!("echo: {e}"));
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break Err(format!("read: {e}")),
+                    }
+                };
+                let _ = tx.send(end);
+            });
+        }
+    });
+    (addr, rx)
 }

@@ -66,6 +66,10 @@ impl http_body::Body for StreamBody {
             }
             Err(e) => {
                 self.done = true;
+                // Malformed frames: the peer is told why its stream ends.
+                if !matches!(e, FrameError::Read(_) | FrameError::Io(_)) {
+                    let _ = self.reader.stream().stop(codes::FRAME_INVALID);
+                }
                 Some(Err(Box::new(e)))
             }
         })
