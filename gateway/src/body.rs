@@ -99,6 +99,12 @@ impl http_body::Body for Deadlined {
     fn is_end_stream(&self) -> bool {
         self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), |b| b.size_hint())
+    }
 }
 
 pub(crate) fn guard_response<B>(resp: Response<B>, guards: (Tracked, StreamGuard)) -> Response<Body>

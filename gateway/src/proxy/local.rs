@@ -57,6 +57,13 @@ pub async fn call(
         headers::set_upgrade(&mut parts.headers, value);
     }
     headers::refresh_grpc_timeout(&mut parts.headers, deadlines);
+    // The call's deadline bounds the request body too: a request still
+    // streaming when it passes fails, which cancels the upstream's call
+    // whatever became of the response.
+    let body = match deadlines.call {
+        Some(at) if !body.is_end_stream() => with_deadline(body, at, false),
+        _ => body,
+    };
     let mut resp = send(
         clients,
         endpoints,

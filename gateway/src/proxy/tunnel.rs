@@ -98,10 +98,63 @@ pub enum SendBodyError {
     Stream(#[from] quinn::WriteError),
 }
 
+/// A stream's sending half that is reset (CANCELLED) when dropped before it
+/// was finished. A dropped `quinn::SendStream` finishes its stream, which
+/// would pass a body cut short (a call abandoned, a task aborted) off as a
+/// whole one.
+#[derive(Debug)]
+pub struct Sending(Option<quinn::SendStream>);
+
+impl Sending {
+    pub fn new(stream: quinn::SendStream) -> Self {
+        Self(Some(stream))
+    }
+
+    /// FIN: this side is complete. A stream the peer already stopped
+    /// cannot be finished; there is nothing more to tell it then.
+    pub fn finish(&mut self) {
+        if let Some(mut s) = self.0.take() {
+            let _ = s.finish();
+        }
+    }
+
+    /// Ends the side with `code` instead of FIN.
+    pub fn reset(&mut self, code: quinn::VarInt) {
+        if let Some(mut s) = self.0.take() {
+            let _ = s.reset(code);
+        }
+    }
+
+    /// The stream, for whoever ends it next (an upgraded connection's
+    /// copy); `None` once finished or reset.
+    pub fn take(&mut self) -> Option<quinn::SendStream> {
+        self.0.take()
+    }
+
+    /// Writes one buffer.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), quinn::WriteError> {
+        self.write_chunks(&mut [chunk]).await
+    }
+
+    async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), quinn::WriteError> {
+        match self.0.as_mut() {
+            Some(s) => s.write_all_chunks(chunks).await,
+            None => Err(quinn::WriteError::ClosedStream),
+        }
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.reset(codes::CANCELLED);
+    }
+}
+
 /// Writes `body` as DATA and TRAILERS frames, then FIN. When the body
-/// fails, the stream is reset (CANCELLED), so that the other side does not
-/// take a cut body for a whole one.
-pub async fn send_body<B>(mut body: B, send: &mut quinn::SendStream) -> Result<(), SendBodyError>
+/// fails, the stream is reset (DEADLINE when the call's deadline cut it,
+/// CANCELLED otherwise), so that the other side does not take a cut body
+/// for a whole one.
+pub async fn send_body<B>(mut body: B, send: &mut Sending) -> Result<(), SendBodyError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BodyError>,
@@ -111,12 +164,11 @@ where
             Ok(f) => f,
             Err(e) => {
                 let e: BodyError = e.into();
-                let code = if e.is::<DeadlinePassed>() {
+                send.reset(if e.is::<DeadlinePassed>() {
                     codes::DEADLINE
                 } else {
                     codes::CANCELLED
-                };
-                let _ = send.reset(code);
+                });
                 return Err(SendBodyError::Body(e));
             }
         };
@@ -124,18 +176,17 @@ where
             Ok(data) => {
                 if !data.is_empty() {
                     let mut chunks = [frame::frame_header(frame::DATA, data.len()), data];
-                    send.write_all_chunks(&mut chunks).await?;
+                    send.write_chunks(&mut chunks).await?;
                 }
             }
             Err(frame) => {
                 if let Ok(t) = frame.into_trailers() {
-                    send.write_chunk(frame::trailers(&t)).await?;
+                    send.write_chunks(&mut [frame::trailers(&t)]).await?;
                 }
             }
         }
     }
-    // Finishing a stream the peer already stopped is not an error here.
-    let _ = send.finish();
+    send.finish();
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use crate::drain::Drain;
 use crate::metrics::{Direction, Metrics};
 use crate::proxy::error::{CallError, Reason, is_grpc};
 use crate::proxy::inbound::check::{self, Refusal};
+use crate::proxy::tunnel::Sending;
 use crate::state::endpoints::Unavailable;
 use crate::state::{Live, Snapshot};
 use crate::transport::dial::credentials_expiry_ms;
@@ -311,8 +312,15 @@ impl Inbound {
                         let grpc = is_grpc(&head.headers);
                         let e = CallError::new(r.reason(), r.to_string());
                         let _ = recv.stop(codes::REFUSED);
-                        self.answer(send, &e, grpc, service, peer_td.as_str(), started)
-                            .await?;
+                        self.answer(
+                            Sending::new(send),
+                            &e,
+                            grpc,
+                            service,
+                            peer_td.as_str(),
+                            started,
+                        )
+                        .await?;
                     }
                     None => {
                         fail(&mut send, &mut recv, codes::REFUSED);

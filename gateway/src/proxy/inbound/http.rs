@@ -22,7 +22,7 @@ use crate::proxy::headers::{self, CallerCert};
 use crate::proxy::inbound::accept::{Inbound, StreamError};
 use crate::proxy::inbound::check::Admitted;
 use crate::proxy::local;
-use crate::proxy::tunnel::{self, SendBodyError, StreamBody};
+use crate::proxy::tunnel::{self, SendBodyError, Sending, StreamBody};
 use crate::state::Snapshot;
 use crate::transport::frame::{self, FrameReader};
 use crate::transport::header::{RequestHead, StreamHeader};
@@ -37,11 +37,12 @@ impl Inbound {
         header: StreamHeader,
         head: RequestHead,
         admitted: &Admitted,
-        mut send: quinn::SendStream,
+        send: quinn::SendStream,
         recv: quinn::RecvStream,
         peer_td: &str,
         started: Instant,
     ) -> Result<(), StreamError> {
+        let mut send = Sending::new(send);
         let dest = &admitted.destination;
         let service = dest.service.as_str();
         let _tracked = self.drain.track();
@@ -135,17 +136,19 @@ impl Inbound {
         let (mut parts, body) = resp.into_parts();
         let end = upgraded.is_none() && body.is_end_stream();
         set_length(parts.status, &mut parts.headers, &body);
-        send.write_chunk(frame::response_head(parts.status, &parts.headers, end))
+        send.write(frame::response_head(parts.status, &parts.headers, end))
             .await
             .map_err(StreamError::Write)?;
         if let (Some(up), Some(reader)) = (upgraded, reader) {
-            tunnel::bridge_stream(up, send, reader)
-                .await
-                .map_err(StreamError::Copy)?;
+            if let Some(stream) = send.take() {
+                tunnel::bridge_stream(up, stream, reader)
+                    .await
+                    .map_err(StreamError::Copy)?;
+            }
             return Ok(());
         }
         if end {
-            let _ = send.finish();
+            send.finish();
             return Ok(());
         }
         match tunnel::send_body(body, &mut send).await {
@@ -163,7 +166,7 @@ impl Inbound {
     /// body is not read: the peer is told to stop sending it.
     pub(super) async fn answer(
         &self,
-        mut send: quinn::SendStream,
+        mut send: Sending,
         e: &CallError,
         grpc: bool,
         service: &str,
@@ -183,17 +186,17 @@ impl Inbound {
 
 /// Writes a whole response on the stream.
 pub(super) async fn send_response(
-    send: &mut quinn::SendStream,
+    send: &mut Sending,
     resp: Response<Body>,
 ) -> Result<(), StreamError> {
     let (mut parts, body) = resp.into_parts();
     let end = body.is_end_stream();
     set_length(parts.status, &mut parts.headers, &body);
-    send.write_chunk(frame::response_head(parts.status, &parts.headers, end))
+    send.write(frame::response_head(parts.status, &parts.headers, end))
         .await
         .map_err(StreamError::Write)?;
     if end {
-        let _ = send.finish();
+        send.finish();
         return Ok(());
     }
     tunnel::send_body(body, send).await.map_err(|e| match e {

@@ -32,7 +32,7 @@ use crate::proxy::error::{CallError, Reason, is_grpc, refuse};
 use crate::proxy::headers::{self, CallerCert, Deadlines};
 use crate::proxy::local;
 use crate::proxy::outbound::{CallContext, Outbound};
-use crate::proxy::tunnel::{self, StreamBody};
+use crate::proxy::tunnel::{self, Sending, StreamBody};
 use crate::service::ServiceName;
 use crate::state::{Route, Snapshot};
 use crate::transport::frame::FrameReader;
@@ -95,7 +95,7 @@ where
         async move { Ok::<_, Infallible>(call(&ob, &caller, req).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return debug!("http connection done: {r:?}"),
@@ -257,16 +257,17 @@ impl PeerCall<'_> {
             end_stream,
             upgrade: upgrade.is_some(),
         };
-        let (mut send, recv) = self
+        let (send, recv) = self
             .ob
             .open_http(self.snap, self.import, self.caller, head, self.ctx)
             .await?;
+        let mut send = Sending::new(send);
         let mut reader = FrameReader::new(recv, limits.max_header_bytes);
         let (pump, send) = match (&upgrade, end_stream) {
             // The stream stays open for the upgraded bytes.
             (Some(_), _) => (None, Some(send)),
             (None, true) => {
-                let _ = send.finish();
+                send.finish();
                 (None, None)
             }
             (None, false) => {
@@ -296,7 +297,7 @@ impl PeerCall<'_> {
         *resp.status_mut() = head.status;
         *resp.headers_mut() = head.headers;
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
-            if let (Some((_, caller)), Some(send)) = (upgrade, send) {
+            if let (Some((_, caller)), Some(send)) = (upgrade, send.and_then(|mut s| s.take())) {
                 tokio::spawn(async move {
                     if let Err(e) = tunnel::bridge_stream(caller, send, reader).await {
                         debug!("upgraded connection to the peer: {e}");
