@@ -34,7 +34,7 @@
 //! per call of the client thread, the server thread and their sum (plus
 //! the UDP datagrams and bytes per call, from the client connection's
 //! stats); then a latency phase, one caller, every call timed, giving p50
-//! and p99. Figures are medians over rounds; each ratio to
+//! and p99 and the CPU time per call with nothing to batch with. Figures are medians over rounds; each ratio to
 //! `h2-per-stream` is taken within a round and the median of those shown.
 //!
 //! Run:
@@ -126,12 +126,12 @@ enum Command {
         done: oneshot::Sender<anyhow::Result<()>>,
     },
     /// One caller: `warmup` of calls, then every call timed (ns) for
-    /// `duration`.
+    /// `duration`, and the CPU time both sides spent on them.
     Latency {
         variant: Variant,
         warmup: Duration,
         duration: Duration,
-        done: oneshot::Sender<anyhow::Result<Vec<u64>>>,
+        done: oneshot::Sender<anyhow::Result<Timed>>,
     },
 }
 
@@ -174,17 +174,14 @@ fn run() -> anyhow::Result<()> {
         let variants = args.variants.clone();
         thread::Builder::new()
             .name("client-gw".into())
-            .spawn(move || client_thread(addr, cert, variants, command_rx, client_ready))
+            .spawn(move || {
+                client_thread(addr, cert, variants, server_clock, command_rx, client_ready)
+            })
             .context("spawning the client thread")?
     };
-    let (client_clock, conns) = ready
+    let (clocks, conns) = ready
         .recv()
         .context("the client thread ended before it was ready")??;
-
-    let clocks = Clocks {
-        client: client_clock,
-        server: server_clock,
-    };
     let result = measure(&args, &commands, &clocks, &conns, &stats);
 
     // The client closes its connections once the command channel closes.
@@ -223,9 +220,19 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Clone)]
 struct Clocks {
     client: ThreadClock,
     server: ThreadClock,
+}
+
+/// A latency phase: each call's time (ns) and both sides' CPU time over
+/// all of them.
+#[derive(Debug)]
+struct Timed {
+    times: Vec<u64>,
+    cpu_client: Duration,
+    cpu_server: Duration,
 }
 
 /// One instant of a load phase.
@@ -342,11 +349,16 @@ fn measure_one(
             done,
         })
         .map_err(|_| gone())?;
-    let mut times = done_rx
+    let Timed {
+        mut times,
+        cpu_client,
+        cpu_server,
+    } = done_rx
         .blocking_recv()
         .map_err(|_| gone())?
         .with_context(|| format!("{} latency phase", variant.name()))?;
     times.sort_unstable();
+    let one = times.len().max(1) as f64;
 
     Ok(Sample {
         calls: n,
@@ -355,11 +367,20 @@ fn measure_one(
         cpu_server_us: server_us,
         cpu_sum_us: client_us + server_us,
         cpu_other_us: per_call(b.process, a.process) - client_us - server_us,
+        busy_client: busy(b.client, a.client, b.at.duration_since(a.at)),
+        busy_server: busy(b.server, a.server, b.at.duration_since(a.at)),
         p50_us: report::percentile_us(&times, 50.0),
         p99_us: report::percentile_us(&times, 99.0),
         latency_calls: times.len() as u64,
+        cpu_one_caller_client_us: cpu_client.as_secs_f64() * 1e6 / one,
+        cpu_one_caller_server_us: cpu_server.as_secs_f64() * 1e6 / one,
         wire,
     })
+}
+
+/// The share of `wall` a thread spent on a CPU.
+fn busy(end: Duration, start: Duration, wall: Duration) -> f64 {
+    end.saturating_sub(start).as_secs_f64() / wall.as_secs_f64()
 }
 
 /// /proc/loadavg's first three fields.
@@ -437,8 +458,9 @@ fn client_thread(
     server: SocketAddr,
     cert: CertificateDer<'static>,
     variants: Vec<Variant>,
+    server_clock: ThreadClock,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    ready: Ready<(ThreadClock, Vec<quinn::Connection>)>,
+    ready: Ready<(Clocks, Vec<quinn::Connection>)>,
 ) {
     let rt = match current_thread_runtime() {
         Ok(rt) => rt,
@@ -463,12 +485,16 @@ fn client_thread(
                 clients.push(client);
                 conns.push(conn);
             }
-            anyhow::Ok((endpoint, clients, conns, ThreadClock::current()?))
+            let clocks = Clocks {
+                client: ThreadClock::current()?,
+                server: server_clock,
+            };
+            anyhow::Ok((endpoint, clients, conns, clocks))
         };
-        let (endpoint, clients, conns) = match setup.await {
-            Ok((endpoint, clients, conns, clock)) => {
-                let _ = ready.send(Ok((clock, conns.clone())));
-                (endpoint, clients, conns)
+        let (endpoint, clients, conns, clocks) = match setup.await {
+            Ok((endpoint, clients, conns, clocks)) => {
+                let _ = ready.send(Ok((clocks.clone(), conns.clone())));
+                (endpoint, clients, conns, clocks)
             }
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -505,7 +531,7 @@ fn client_thread(
                     done,
                 } => {
                     let result = match client_of(variant) {
-                        Ok(client) => latency(client, warmup, duration).await,
+                        Ok(client) => latency(client, &clocks, warmup, duration).await,
                         Err(e) => Err(e),
                     };
                     let _ = done.send(result);
@@ -558,9 +584,10 @@ async fn load(
 /// One caller: calls for `warmup`, then every call timed for `duration`.
 async fn latency(
     mut client: Client,
+    clocks: &Clocks,
     warmup: Duration,
     duration: Duration,
-) -> anyhow::Result<Vec<u64>> {
+) -> anyhow::Result<Timed> {
     let mut seq = 0u64;
     let warm_until = Instant::now() + warmup;
     while Instant::now() < warm_until {
@@ -568,6 +595,7 @@ async fn latency(
         client.call(0, seq).await?;
     }
     let mut times = Vec::with_capacity(16 * 1024);
+    let (client0, server0) = (clocks.client.read()?, clocks.server.read()?);
     let until = Instant::now() + duration;
     loop {
         seq += 1;
@@ -576,7 +604,11 @@ async fn latency(
         let end = Instant::now();
         times.push(u64::try_from(end.duration_since(t).as_nanos()).unwrap_or(u64::MAX));
         if end >= until {
-            return Ok(times);
+            return Ok(Timed {
+                times,
+                cpu_client: clocks.client.read()?.saturating_sub(client0),
+                cpu_server: clocks.server.read()?.saturating_sub(server0),
+            });
         }
     }
 }

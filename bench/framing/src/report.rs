@@ -43,10 +43,17 @@ pub(crate) struct Sample {
     /// CPU time per call of the process's other threads (the coordinator);
     /// near 0 when the two gateway threads did all the work.
     pub(crate) cpu_other_us: f64,
+    /// Share of the load phase the client's / server's thread was on a
+    /// CPU (1.0: never waiting).
+    pub(crate) busy_client: f64,
+    pub(crate) busy_server: f64,
     /// One caller, every call timed.
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
     pub(crate) latency_calls: u64,
+    /// CPU time per call in the one-caller phase: nothing to batch with.
+    pub(crate) cpu_one_caller_client_us: f64,
+    pub(crate) cpu_one_caller_server_us: f64,
     pub(crate) wire: WireStats,
 }
 
@@ -78,8 +85,13 @@ pub(crate) struct Figures {
     pub(crate) cpu_server_us: f64,
     pub(crate) cpu_sum_us: f64,
     pub(crate) cpu_other_us: f64,
+    pub(crate) busy_client: f64,
+    pub(crate) busy_server: f64,
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
+    pub(crate) cpu_one_caller_client_us: f64,
+    pub(crate) cpu_one_caller_server_us: f64,
+    pub(crate) cpu_one_caller_sum_us: f64,
     pub(crate) wire: WireStats,
 }
 
@@ -92,6 +104,7 @@ pub(crate) struct Ratios {
     pub(crate) cpu_sum: f64,
     pub(crate) p50: f64,
     pub(crate) p99: f64,
+    pub(crate) cpu_one_caller_sum: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,6 +169,9 @@ pub(crate) fn build<'a>(run: &'a Run, variants: &[Variant], rounds: &[Vec<Sample
                     cpu_sum: ratio(|s| s.cpu_sum_us)?,
                     p50: ratio(|s| s.p50_us)?,
                     p99: ratio(|s| s.p99_us)?,
+                    cpu_one_caller_sum: ratio(|s| {
+                        s.cpu_one_caller_client_us + s.cpu_one_caller_server_us
+                    })?,
                 })
             });
             VariantReport {
@@ -166,8 +182,15 @@ pub(crate) fn build<'a>(run: &'a Run, variants: &[Variant], rounds: &[Vec<Sample
                     cpu_server_us: med(|s| s.cpu_server_us),
                     cpu_sum_us: med(|s| s.cpu_sum_us),
                     cpu_other_us: med(|s| s.cpu_other_us),
+                    busy_client: med(|s| s.busy_client),
+                    busy_server: med(|s| s.busy_server),
                     p50_us: med(|s| s.p50_us),
                     p99_us: med(|s| s.p99_us),
+                    cpu_one_caller_client_us: med(|s| s.cpu_one_caller_client_us),
+                    cpu_one_caller_server_us: med(|s| s.cpu_one_caller_server_us),
+                    cpu_one_caller_sum_us: med(|s| {
+                        s.cpu_one_caller_client_us + s.cpu_one_caller_server_us
+                    }),
                     wire: WireStats {
                         c2s_datagrams: med(|s| s.wire.c2s_datagrams),
                         s2c_datagrams: med(|s| s.wire.s2c_datagrams),
@@ -204,11 +227,13 @@ fn ratio(r: Option<f64>) -> String {
 /// The progress line of one sample.
 pub(crate) fn one_line(s: &Sample) -> String {
     format!(
-        "{:>9} calls/s  cpu/call {:6.1} + {:6.1} = {:6.1} µs  p50 {:6.1} µs  p99 {:6.1} µs",
+        "{:>9} calls/s  cpu/call {:6.1} + {:6.1} = {:6.1} µs  busy {:3.0}% {:3.0}%  p50 {:6.1} µs  p99 {:6.1} µs",
         thousands(s.calls_per_s),
         s.cpu_client_us,
         s.cpu_server_us,
         s.cpu_sum_us,
+        s.busy_client * 100.0,
+        s.busy_server * 100.0,
         s.p50_us,
         s.p99_us
     )
@@ -265,20 +290,34 @@ pub(crate) fn table(run: &Run, report: &Report<'_>) -> String {
     let _ = writeln!(t);
     let _ = writeln!(
         t,
-        "| variant | UDP datagrams/call c→s | s→c | UDP bytes/call c→s | s→c | other threads' CPU µs/call |"
+        "| variant | 1-caller CPU µs/call client | server | sum | x h2 | UDP datagrams/call c→s | s→c | UDP bytes/call c→s | s→c | busy client | server | other threads' CPU µs/call |"
     );
-    let _ = writeln!(t, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        t,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for v in &report.variants {
-        let w = &v.median.wire;
+        let m = &v.median;
+        let w = &m.wire;
         let _ = writeln!(
             t,
-            "| {} | {:.2} | {:.2} | {} | {} | {:.2} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {} | {} | {:.0}% | {:.0}% | {:.2} |",
             v.name,
+            m.cpu_one_caller_client_us,
+            m.cpu_one_caller_server_us,
+            m.cpu_one_caller_sum_us,
+            ratio(
+                v.ratio_to_h2_per_stream
+                    .as_ref()
+                    .map(|r| r.cpu_one_caller_sum)
+            ),
             w.c2s_datagrams,
             w.s2c_datagrams,
             thousands(w.c2s_bytes),
             thousands(w.s2c_bytes),
-            v.median.cpu_other_us,
+            m.busy_client * 100.0,
+            m.busy_server * 100.0,
+            m.cpu_other_us,
         );
     }
     t
