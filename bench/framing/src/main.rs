@@ -340,6 +340,7 @@ fn measure_one(
     let wire = WireStats::between(&a.wire, &b.wire, n);
 
     // Latency phase.
+    let wire0 = conn.stats();
     let (done, done_rx) = oneshot::channel();
     commands
         .send(Command::Latency {
@@ -359,6 +360,7 @@ fn measure_one(
         .with_context(|| format!("{} latency phase", variant.name()))?;
     times.sort_unstable();
     let one = times.len().max(1) as f64;
+    let wire1 = conn.stats();
 
     Ok(Sample {
         calls: n,
@@ -371,9 +373,14 @@ fn measure_one(
         busy_server: busy(b.server, a.server, b.at.duration_since(a.at)),
         p50_us: report::percentile_us(&times, 50.0),
         p99_us: report::percentile_us(&times, 99.0),
+        p90_us: report::percentile_us(&times, 90.0),
+        p999_us: report::percentile_us(&times, 99.9),
+        mean_us: times.iter().sum::<u64>() as f64 / one / 1e3,
         latency_calls: times.len() as u64,
         cpu_one_caller_client_us: cpu_client.as_secs_f64() * 1e6 / one,
         cpu_one_caller_server_us: cpu_server.as_secs_f64() * 1e6 / one,
+        lost_packets_load: b.wire.path.lost_packets - a.wire.path.lost_packets,
+        lost_packets_one_caller: wire1.path.lost_packets - wire0.path.lost_packets,
         wire,
     })
 }

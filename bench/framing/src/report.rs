@@ -50,10 +50,17 @@ pub(crate) struct Sample {
     /// One caller, every call timed.
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
+    pub(crate) p90_us: f64,
+    pub(crate) p999_us: f64,
+    pub(crate) mean_us: f64,
     pub(crate) latency_calls: u64,
     /// CPU time per call in the one-caller phase: nothing to batch with.
     pub(crate) cpu_one_caller_client_us: f64,
     pub(crate) cpu_one_caller_server_us: f64,
+    /// Packets the client's connection declared lost in the load phase and
+    /// in the one-caller phase (its warm-up included).
+    pub(crate) lost_packets_load: u64,
+    pub(crate) lost_packets_one_caller: u64,
     pub(crate) wire: WireStats,
 }
 
@@ -290,18 +297,18 @@ pub(crate) fn table(run: &Run, report: &Report<'_>) -> String {
     let _ = writeln!(t);
     let _ = writeln!(
         t,
-        "| variant | 1-caller CPU µs/call client | server | sum | x h2 | UDP datagrams/call c→s | s→c | UDP bytes/call c→s | s→c | busy client | server | other threads' CPU µs/call |"
+        "| variant | 1-caller CPU µs/call client | server | sum | x h2 | UDP datagrams/call c→s | s→c | UDP bytes/call c→s | s→c | busy client | server | other threads' CPU µs/call | lost pkts c→s, all rounds |"
     );
     let _ = writeln!(
         t,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for v in &report.variants {
         let m = &v.median;
         let w = &m.wire;
         let _ = writeln!(
             t,
-            "| {} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {} | {} | {:.0}% | {:.0}% | {:.2} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {} | {} | {:.0}% | {:.0}% | {:.2} | {} |",
             v.name,
             m.cpu_one_caller_client_us,
             m.cpu_one_caller_server_us,
@@ -318,6 +325,10 @@ pub(crate) fn table(run: &Run, report: &Report<'_>) -> String {
             m.busy_client * 100.0,
             m.busy_server * 100.0,
             m.cpu_other_us,
+            v.rounds
+                .iter()
+                .map(|s| s.lost_packets_load + s.lost_packets_one_caller)
+                .sum::<u64>(),
         );
     }
     t
