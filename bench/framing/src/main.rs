@@ -320,15 +320,19 @@ fn measure_one(
             done,
         })
         .map_err(|_| gone())?;
-    thread::sleep(args.warmup);
-    let a = Snapshot::take(&calls, clocks, conn)?;
-    thread::sleep(args.duration);
-    let b = Snapshot::take(&calls, clocks, conn)?;
+    let snapshots = (|| {
+        thread::sleep(args.warmup);
+        let a = Snapshot::take(&calls, clocks, conn)?;
+        thread::sleep(args.duration);
+        anyhow::Ok((a, Snapshot::take(&calls, clocks, conn)?))
+    })();
+    // Stopped whatever happened above, or the client would never be done.
     stop.store(true, Ordering::Relaxed);
     done_rx
         .blocking_recv()
         .map_err(|_| gone())?
         .with_context(|| format!("{} load phase", variant.name()))?;
+    let (a, b) = snapshots?;
 
     let n = b.calls.saturating_sub(a.calls);
     if n == 0 {
