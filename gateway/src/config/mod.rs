@@ -88,6 +88,9 @@ pub struct Listener {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalService {
     pub endpoints: Vec<SocketAddr>,
+    /// `service:port`, the `host` an HTTP/1.1 upstream gets for a call
+    /// from a peer (made once here, not per call).
+    pub host: http::HeaderValue,
     /// What the endpoints speak. It decides what an HTTP call gets from
     /// the gateway, whatever version the caller spoke.
     pub protocol: ServiceProtocol,
@@ -570,11 +573,15 @@ impl Validator {
                     service,
                     port: s.port,
                 };
+                // A service name and a port are always a valid value.
+                let host = http::HeaderValue::from_str(&format!("{}:{}", dest.service, dest.port))
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"));
                 if services
                     .insert(
                         dest.clone(),
                         LocalService {
                             endpoints,
+                            host,
                             protocol,
                         },
                     )

@@ -121,19 +121,26 @@ impl CallerCert {
 /// certificate>;URI=<caller's SPIFFE ID>` (Hash only when the caller
 /// presented its certificate to this gateway).
 pub fn set_xfcc(headers: &mut HeaderMap, by: &SpiffeId, caller: &CallerCert) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     headers.remove(XFCC);
-    let mut v = format!("By={by};");
+    let mut v = String::with_capacity(
+        16 + by.as_str().len() + caller.id.as_str().len() + if caller.cert_sha256.is_some() { 70 } else { 0 },
+    );
+    v.push_str("By=");
+    v.push_str(by.as_str());
+    v.push(';');
     if let Some(sha) = &caller.cert_sha256 {
         v.push_str("Hash=");
         for b in sha {
-            v.push_str(&format!("{b:02x}"));
+            v.push(char::from(HEX[usize::from(b >> 4)]));
+            v.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         v.push(';');
     }
     v.push_str("URI=");
     v.push_str(caller.id.as_str());
     // SPIFFE IDs and hex are visible ASCII: always a valid value.
-    if let Ok(v) = HeaderValue::from_str(&v) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
         headers.insert(XFCC, v);
     }
 }

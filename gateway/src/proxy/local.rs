@@ -7,9 +7,8 @@
 //! endpoint that refuses a connection is marked down, and a request without
 //! a body is retried on the next one.
 
-use std::net::SocketAddr;
-
 use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -98,15 +97,15 @@ pub async fn send(
     body: Body,
     deadline: Instant,
 ) -> Result<Response<Incoming>, CallError> {
-    let order = endpoints.in_turn();
     // Without a body a request can be sent again to another endpoint.
-    let retryable = body.is_end_stream() && order.len() > 1;
+    let retryable = body.is_end_stream() && endpoints.len() > 1;
     let mut first = Some((parts, body));
     let mut template: Option<Parts> = None;
     let mut last = String::from("no endpoints");
     let http2 = protocol.is_http2();
     let client = if http2 { &clients.h2 } else { &clients.h1 };
-    for addr in &order {
+    for endpoint in endpoints.in_turn() {
+        let addr = &endpoint.addr;
         let (parts, body) = match first.take() {
             Some((p, b)) => {
                 if retryable {
@@ -119,7 +118,7 @@ pub async fn send(
                 None => break,
             },
         };
-        let req = to_endpoint(parts, body, *addr, http2)?;
+        let req = to_endpoint(parts, body, &endpoint.authority, http2)?;
         let started = Instant::now();
         match tokio::time::timeout_at(deadline, client.request(req)).await {
             Err(_) => return Err(CallError::timeout(deadline - started)),
@@ -178,26 +177,21 @@ fn copy_parts(p: &Parts) -> Parts {
     }
 }
 
-/// `uri`'s path and query under `http://<authority>`.
-pub fn retarget(uri: &Uri, authority: &str) -> Result<Uri, CallError> {
-    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| CallError::new(Reason::BadRequest, format!("request target: {e}")))
-}
-
 /// Points a request at one endpoint, in the version the upstream speaks.
 fn to_endpoint(
     mut parts: Parts,
     body: Body,
-    addr: SocketAddr,
+    endpoint: &Authority,
     http2: bool,
 ) -> Result<Request<Body>, CallError> {
-    let authority = parts.uri.authority().map(|a| a.to_string());
-    parts.uri = retarget(&parts.uri, &addr.to_string())?;
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    let authority = uri.authority.replace(endpoint.clone());
+    uri.scheme = Some(Scheme::HTTP);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri)
+        .map_err(|e| CallError::new(Reason::BadRequest, format!("request target: {e}")))?;
     if http2 {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
@@ -205,7 +199,7 @@ fn to_endpoint(
         parts.version = Version::HTTP_11;
         // An HTTP/2 caller names the host in :authority; HTTP/1.1 needs Host.
         if !parts.headers.contains_key(header::HOST)
-            && let Some(v) = authority.and_then(|a| HeaderValue::from_str(&a).ok())
+            && let Some(v) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
             parts.headers.insert(header::HOST, v);
         }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use http::uri::Authority;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -28,11 +29,28 @@ pub struct Unavailable {
     pub last: String,
 }
 
+/// One endpoint of a local service.
 #[derive(Debug)]
-struct Endpoint {
-    addr: SocketAddr,
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once: every HTTP call to it needs one.
+    pub authority: Authority,
     /// Milliseconds after `RoundRobin::epoch` until which it is passed over.
     down_until_ms: AtomicU64,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr, down_until_ms: u64) -> Self {
+        // A socket address always makes an authority; the fallback is
+        // never used.
+        let authority = Authority::try_from(addr.to_string().as_str())
+            .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
+        Self {
+            addr,
+            authority,
+            down_until_ms: AtomicU64::new(down_until_ms),
+        }
+    }
 }
 
 /// The endpoints of one local service, taken in turn.
@@ -48,10 +66,7 @@ impl RoundRobin {
         Self {
             endpoints: endpoints
                 .into_iter()
-                .map(|addr| Endpoint {
-                    addr,
-                    down_until_ms: AtomicU64::new(0),
-                })
+                .map(|addr| Endpoint::new(addr, 0))
                 .collect(),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -69,10 +84,7 @@ impl RoundRobin {
                     .iter()
                     .find(|e| e.addr == addr)
                     .map_or(0, |e| e.down_until_ms.load(Ordering::Relaxed));
-                Endpoint {
-                    addr,
-                    down_until_ms: AtomicU64::new(down),
-                }
+                Endpoint::new(addr, down)
             })
             .collect();
         Self {
@@ -92,16 +104,24 @@ impl RoundRobin {
     }
 
     /// Every endpoint once, starting at the next in turn: the healthy ones
-    /// first, then those marked down.
-    pub fn in_turn(&self) -> Vec<SocketAddr> {
-        let n = self.endpoints.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = self.now_ms();
-        let (mut up, down): (Vec<_>, Vec<_>) = (0..n)
-            .map(|i| &self.endpoints[(start + i) % n])
-            .partition(|e| e.down_until_ms.load(Ordering::Relaxed) <= now);
-        up.extend(down);
-        up.into_iter().map(|e| e.addr).collect()
+    /// first, then those marked down. Allocates nothing.
+    pub fn in_turn(&self) -> InTurn<'_> {
+        InTurn {
+            rr: self,
+            start: self.next.fetch_add(1, Ordering::Relaxed),
+            now: self.now_ms(),
+            i: 0,
+            healthy: true,
+        }
+    }
+
+    /// How many endpoints it has.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
     }
 
     /// Passes `addr` over for [`DOWN_FOR`].
@@ -119,9 +139,11 @@ impl RoundRobin {
         dest: &Destination,
         timeout: Duration,
     ) -> Result<TcpStream, Unavailable> {
-        let order = self.in_turn();
         let mut last = String::from("no endpoints");
-        for addr in &order {
+        let mut attempts = 0;
+        for e in self.in_turn() {
+            let addr = &e.addr;
+            attempts += 1;
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
@@ -135,9 +157,43 @@ impl RoundRobin {
         Err(Unavailable {
             service: dest.service.to_string(),
             port: dest.port,
-            attempts: order.len(),
+            attempts,
             last,
         })
+    }
+}
+
+/// The endpoints of a service in the order a call tries them.
+#[derive(Debug)]
+pub struct InTurn<'a> {
+    rr: &'a RoundRobin,
+    start: usize,
+    now: u64,
+    i: usize,
+    /// First the healthy ones, then a second pass over those marked down.
+    healthy: bool,
+}
+
+impl<'a> Iterator for InTurn<'a> {
+    type Item = &'a Endpoint;
+
+    fn next(&mut self) -> Option<&'a Endpoint> {
+        let n = self.rr.endpoints.len();
+        loop {
+            if self.i == n {
+                if !self.healthy || n == 0 {
+                    return None;
+                }
+                self.healthy = false;
+                self.i = 0;
+            }
+            let e = &self.rr.endpoints[(self.start + self.i) % n];
+            self.i += 1;
+            let up = e.down_until_ms.load(Ordering::Relaxed) <= self.now;
+            if up == self.healthy {
+                return Some(e);
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use causeway_trust::tls::SvidSource;
 use causeway_trust::verify::RefusalObserver;
 use causeway_trust::{Expected, SharedBundles, SpiffeVerifier};
@@ -24,7 +25,6 @@ use tracing::{info, warn};
 
 use crate::config::{GatewayConfig, Limits, Peer};
 use crate::reason::Reason;
-use crate::transport::header::StreamHeader;
 use crate::transport::quic::{TunnelError, quic_client_config};
 use crate::transport::udp;
 
@@ -225,15 +225,15 @@ impl PeerDialer {
         Ok(slots)
     }
 
-    /// Opens a stream to `peer` (one of `slots`) and writes `header` on it;
-    /// a new connection must finish its handshake within
-    /// `handshake_timeout`.
+    /// Opens a stream to `peer` (one of `slots`) and writes `header` (an
+    /// encoded stream header) on it; a new connection must finish its
+    /// handshake within `handshake_timeout`.
     pub async fn open(
         &self,
         slots: &PeerSlots,
         handshake_timeout: Duration,
         peer: &str,
-        header: &StreamHeader,
+        header: Bytes,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), DialError> {
         let slot = slots
             .get(peer)
@@ -243,7 +243,7 @@ impl PeerDialer {
             let conn = self.connection(peer, slot, handshake_timeout).await?;
             match conn.open_bi().await {
                 Ok((mut send, recv)) => {
-                    send.write_all(&header.encode())
+                    send.write_chunk(header.clone())
                         .await
                         .map_err(|e| DialError::Stream {
                             peer: peer.to_owned(),

@@ -191,6 +191,12 @@ impl StreamHeader {
         self.to_proto().encoded_len()
     }
 
+    /// What a receiver compares with its `max_header_bytes`, from an
+    /// encoded header.
+    pub fn body_len(encoded: &[u8]) -> usize {
+        encoded.len().saturating_sub(PREFIX_LEN)
+    }
+
     fn from_body(body: &[u8]) -> Result<Self, HeaderError> {
         let msg =
             pb::StreamHeader::decode(body).map_err(|e| HeaderError::Undecodable(e.to_string()))?;
@@ -389,20 +395,20 @@ pub(crate) fn check_text(field: &'static str, s: &str, max: usize) -> Result<(),
 /// case, IDs not all zero, version not `ff`.
 pub(crate) fn check_traceparent(t: &str) -> Result<(), HeaderError> {
     let bad = || invalid("traceparent", format!("{t:?} is not a W3C traceparent"));
-    let parts: Vec<&str> = t.split('-').collect();
-    let [version, trace_id, parent_id, flags] = parts.as_slice() else {
-        return Err(bad());
-    };
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    if !hex(version, 2) || !hex(trace_id, 32) || !hex(parent_id, 16) || !hex(flags, 2) {
+    let b = t.as_bytes();
+    // vv-<32 hex>-<16 hex>-<2 hex>: 55 bytes, dashes at 2, 35 and 52.
+    if b.len() != 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return Err(bad());
     }
-    if *version == "ff"
-        || trace_id.bytes().all(|b| b == b'0')
-        || parent_id.bytes().all(|b| b == b'0')
-    {
+    let hex = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let zeros = |r: std::ops::Range<usize>| b[r].iter().all(|c| *c == b'0');
+    if !hex(0..2) || !hex(3..35) || !hex(36..52) || !hex(53..55) {
+        return Err(bad());
+    }
+    if &b[0..2] == b"ff" || zeros(3..35) || zeros(36..52) {
         return Err(bad());
     }
     Ok(())

@@ -10,14 +10,14 @@
 //!   (a 101: the upgraded bytes both ways, unframed)
 //! ```
 
-use http::{Request, Response, Version};
+use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::body::{Body, empty};
 use crate::metrics::Direction;
-use crate::proxy::error::{CallError, is_grpc};
+use crate::proxy::error::{CallError, Reason, is_grpc};
 use crate::proxy::headers::{self, CallerCert};
 use crate::proxy::inbound::accept::{Inbound, StreamError};
 use crate::proxy::inbound::check::Admitted;
@@ -55,21 +55,15 @@ impl Inbound {
             .flatten();
         let reader = FrameReader::new(recv, limits.max_header_bytes);
 
+        let Some(service_config) = snap.config.services.get(dest) else {
+            let e = CallError::new(Reason::NoRoute, format!("no route to {service}"));
+            return self.answer(send, &e, grpc, service, peer_td, started).await;
+        };
         let mut req = Request::new(());
         *req.method_mut() = head.method;
         *req.version_mut() = Version::HTTP_11;
+        *req.uri_mut() = Uri::from(head.path);
         *req.headers_mut() = head.headers;
-        let uri = format!("http://{}:{}{}", dest.service, dest.port, head.path);
-        match uri.parse() {
-            Ok(u) => *req.uri_mut() = u,
-            Err(e) => {
-                let e = CallError::new(
-                    crate::proxy::error::Reason::BadRequest,
-                    format!("request target {uri:?}: {e}"),
-                );
-                return self.answer(send, &e, grpc, service, peer_td, started).await;
-            }
-        }
         let (mut parts, ()) = req.into_parts();
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h);
@@ -83,6 +77,7 @@ impl Inbound {
             headers::set_principal(h, p);
         }
         headers::ensure_trace(h);
+        h.insert(http::header::HOST, service_config.host.clone());
         let deadlines = headers::deadlines(h, limits.request_timeout, header.deadline);
 
         // The request body comes from the stream's frames; an upgrade's
@@ -94,18 +89,10 @@ impl Inbound {
             (http_body_util::BodyExt::boxed_unsync(b), None)
         };
         let Some(endpoints) = snap.upstreams.get(dest) else {
-            let e = CallError::new(
-                crate::proxy::error::Reason::NoRoute,
-                format!("no route to {service}"),
-            );
+            let e = CallError::new(Reason::NoRoute, format!("no route to {service}"));
             return self.answer(send, &e, grpc, service, peer_td, started).await;
         };
-        let protocol = snap
-            .config
-            .services
-            .get(dest)
-            .map(|s| s.protocol)
-            .unwrap_or_default();
+        let protocol = service_config.protocol;
         let answer = local::call(
             &snap.http,
             endpoints,

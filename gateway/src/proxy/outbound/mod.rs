@@ -131,10 +131,10 @@ impl Outbound {
         caller: &SpiffeId,
         ctx: &CallContext,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), DialError> {
-        let header = Self::header(import, caller, None, ctx);
+        let header = Self::header(import, caller, None, ctx).encode();
         let timeout = snap.config.limits.handshake_timeout;
         self.dialer
-            .open(&snap.peers, timeout, &import.peer, &header)
+            .open(&snap.peers, timeout, &import.peer, header.into())
             .await
     }
 
@@ -149,13 +149,13 @@ impl Outbound {
         head: RequestHead,
         ctx: &CallContext,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
-        let header = Self::header(import, caller, Some(head), ctx);
+        let header = Self::header(import, caller, Some(head), ctx).encode();
         let max = snap
             .config
             .limits
             .max_header_bytes
             .min(usize::from(u16::MAX));
-        let len = header.encoded_len();
+        let len = StreamHeader::body_len(&header);
         if len > max {
             return Err(CallError::new(
                 Reason::HeadTooLarge,
@@ -167,7 +167,7 @@ impl Outbound {
         let timeout = snap.config.limits.handshake_timeout;
         Ok(self
             .dialer
-            .open(&snap.peers, timeout, &import.peer, &header)
+            .open(&snap.peers, timeout, &import.peer, header.into())
             .await?)
     }
 
