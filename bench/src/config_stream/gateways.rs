@@ -21,7 +21,7 @@ use causeway_proto::controller::v1::admin_api_client::AdminApiClient;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::Channel;
 
-use crate::cli::controlled;
+use super::starter;
 
 /// One gateway, joined, before its config stream starts.
 pub(crate) struct Joined {
@@ -98,7 +98,7 @@ pub(crate) async fn join(
 /// Opens the config stream; the data plane starts at the first config.
 pub(crate) fn connect(joined: Joined) -> Gateway {
     let answers = joined.client.answers();
-    let (starting, tasks) = controlled::spawn(
+    let (starting, tasks) = starter::spawn(
         &joined.client,
         StartOptions {
             registry: joined.registry,

@@ -1,4 +1,4 @@
-//! `causeway bench config-stream`: how long one change takes to reach every
+//! `causeway-bench config-stream`: how long one change takes to reach every
 //! gateway of a trust domain through the federation controller.
 //!
 //! ```text
@@ -24,6 +24,7 @@
 pub(crate) mod gateways;
 pub(crate) mod report;
 mod resources;
+mod starter;
 mod store_events;
 
 use std::collections::BTreeSet;
