@@ -1,6 +1,5 @@
 //! `causeway`: one binary for the gateway, the controller and the CLI.
 
-mod bench;
 mod cli;
 mod demo;
 

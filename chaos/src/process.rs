@@ -87,9 +87,19 @@ impl Causeway {
             }
             dir = d.parent();
         }
+        // The build that puts `causeway` where this program looks for it.
+        let release = exe
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "release");
+        let build = if release {
+            "cargo build --release"
+        } else {
+            "cargo build --bin causeway"
+        };
         bail!(
-            "no causeway binary next to {}: build it (`cargo build --bin causeway`), or name it \
-             with --causeway or CAUSEWAY_BIN",
+            "no causeway binary next to {}: build it first (`{build}`), or name it with \
+             --causeway or CAUSEWAY_BIN",
             exe.display()
         )
     }

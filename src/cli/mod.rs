@@ -4,7 +4,6 @@
 #![allow(clippy::print_stderr, reason = "the CLI reports errors on stderr")]
 
 pub(crate) mod admin;
-mod bench;
 mod bundle;
 pub(crate) mod bundles;
 mod ca;
@@ -66,11 +65,6 @@ enum Command {
     /// loopback, peered by config/demo/'s files, traffic both ways, a call
     /// refused by policy, a root rotation under traffic, and a summary.
     Demo(crate::demo::DemoArgs),
-    /// Measure the data path: direct, one gateway, two gateways over QUIC, and
-    /// nginx/haproxy as two-hop mTLS proxies where installed, in one run.
-    /// `bench config-stream`: the control path, from apply to every
-    /// gateway's ACK.
-    Bench(bench::BenchArgs),
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -87,7 +81,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bundles(c) => bundles::run(c),
         Command::Rotate(c) => rotate::run(c),
         Command::Demo(a) => crate::demo::run(a),
-        Command::Bench(a) => bench::run(a),
     }
 }
 

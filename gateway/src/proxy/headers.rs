@@ -124,7 +124,9 @@ pub fn set_xfcc(headers: &mut HeaderMap, by: &SpiffeId, caller: &CallerCert) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     headers.remove(XFCC);
     let mut v = String::with_capacity(
-        16 + by.as_str().len() + caller.id.as_str().len() + if caller.cert_sha256.is_some() { 70 } else { 0 },
+        16 + by.as_str().len()
+            + caller.id.as_str().len()
+            + if caller.cert_sha256.is_some() { 70 } else { 0 },
     );
     v.push_str("By=");
     v.push_str(by.as_str());

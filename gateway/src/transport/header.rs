@@ -400,10 +400,8 @@ pub(crate) fn check_traceparent(t: &str) -> Result<(), HeaderError> {
     if b.len() != 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return Err(bad());
     }
-    let hex = |r: std::ops::Range<usize>| {
-        b[r].iter()
-            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-    };
+    let hex =
+        |r: std::ops::Range<usize>| b[r].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
     let zeros = |r: std::ops::Range<usize>| b[r].iter().all(|c| *c == b'0');
     if !hex(0..2) || !hex(3..35) || !hex(36..52) || !hex(53..55) {
         return Err(bad());

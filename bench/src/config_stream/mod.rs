@@ -1,4 +1,4 @@
-//! `causeway bench config-stream`: how long one change takes to reach every
+//! `causeway-bench config-stream`: how long one change takes to reach every
 //! gateway of a trust domain through the federation controller.
 //!
 //! ```text

@@ -36,7 +36,7 @@ impl From<anyhow::Error> for Absent {
 
 /// A program on PATH or in the sbin directories (where Debian puts nginx
 /// and haproxy, and which a non-root PATH may lack).
-fn find(program: &str) -> Option<PathBuf> {
+pub(crate) fn find(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
@@ -44,17 +44,17 @@ fn find(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn write(path: PathBuf, text: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn write(path: PathBuf, text: &str) -> anyhow::Result<PathBuf> {
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
-fn p(path: &Path) -> String {
+pub(crate) fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
 /// Runs a config check (`nginx -t`, `haproxy -c`); its output on failure.
-fn check(program: &Path, args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn check(program: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -112,14 +112,7 @@ pub(crate) fn nginx(
     let nginx = find("nginx").ok_or_else(|| Absent::Skip("nginx is not installed".into()))?;
     let module = nginx_stream_module(&nginx)?;
     let (p1, p2) = (free_port()?, free_port()?);
-    let main = |name: &str| {
-        format!(
-            "daemon off;\nmaster_process on;\nworker_processes auto;\npid {dir}/{name}.pid;\n\
-             error_log {dir}/{name}.error.log warn;\n{module}\n\
-             events {{ worker_connections 4096; }}\n",
-            dir = p(dir),
-        )
-    };
+    let main = |name: &str| nginx_main(dir, name, &module);
     // proxy_half_close: the bulk client closes its side and waits for the
     // sink's count, as through the gateways (nginx >= 1.21.4).
     let hop1 = write(
@@ -150,21 +143,47 @@ pub(crate) fn nginx(
             roots = p(&pki.east_roots),
         ),
     )?;
-    let mut guards = Vec::new();
-    for (name, conf, port) in [("nginx-hop2", &hop2, p2), ("nginx-hop1", &hop1, p1)] {
-        let conf = p(conf);
-        let prefix = format!("{}/", p(dir));
-        check(&nginx, &["-t", "-q", "-p", &prefix, "-c", &conf])?;
-        let mut cmd = Command::new(&nginx);
-        cmd.args(["-p", &prefix, "-c", &conf]);
-        let mut guard = ChildGuard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
+    let guards = vec![
+        start_nginx(&nginx, dir, "nginx-hop2", &hop2, &[p2])?,
+        start_nginx(&nginx, dir, "nginx-hop1", &hop1, &[p1])?,
+    ];
+    Ok((guards, SocketAddr::from(([127, 0, 0, 1], p1))))
+}
+
+/// The top of an nginx config: one master in the foreground with a worker
+/// per core (`worker_processes auto`), its files in `dir`, and `module`
+/// (a `load_module` line or nothing).
+pub(crate) fn nginx_main(dir: &Path, name: &str, module: &str) -> String {
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes auto;\npid {dir}/{name}.pid;\n\
+         error_log {dir}/{name}.error.log warn;\n{module}\n\
+         events {{ worker_connections 4096; }}\n",
+        dir = p(dir),
+    )
+}
+
+/// Checks `conf` (`nginx -t`), starts an nginx master on it and waits
+/// until every one of `ports` on loopback accepts connections.
+pub(crate) fn start_nginx(
+    nginx: &Path,
+    dir: &Path,
+    name: &str,
+    conf: &Path,
+    ports: &[u16],
+) -> Result<ChildGuard, Absent> {
+    let conf = p(conf);
+    let prefix = format!("{}/", p(dir));
+    check(nginx, &["-t", "-q", "-p", &prefix, "-c", &conf])?;
+    let mut cmd = Command::new(nginx);
+    cmd.args(["-p", &prefix, "-c", &conf]);
+    let mut guard = ChildGuard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
+    for &port in ports {
         guard.wait_listening(
             SocketAddr::from(([127, 0, 0, 1], port)),
             Duration::from_secs(10),
         )?;
-        guards.push(guard);
     }
-    Ok((guards, SocketAddr::from(([127, 0, 0, 1], p1))))
+    Ok(guard)
 }
 
 /// haproxy, two processes, same shape as nginx; here hop 1 does verify

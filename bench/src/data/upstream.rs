@@ -1,6 +1,6 @@
-//! The benchmark's upstream, run as its own process (`causeway bench
-//! --serve-upstream`) so that it does not share a scheduler with the load
-//! generator: client, proxies and server are separate processes, as in
+//! The benchmark's TCP upstream, run as its own process (`causeway-bench
+//! serve-upstream`, hidden) so that it does not share a scheduler with the
+//! load generator: client, proxies and server are separate processes, as in
 //! production, in every scenario including the direct one.
 //!
 //! The first byte of a connection picks its mode:
@@ -32,7 +32,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
             .await
             .context("binding the upstream")?;
         let addr = listener.local_addr().context("upstream address")?;
-        crate::cli::say!(
+        crate::out::say!(
             "{}",
             serde_json::json!({"event": "ready", "addr": addr.to_string()})
         );
@@ -53,14 +53,9 @@ pub(crate) fn serve() -> anyhow::Result<()> {
                 });
             }
         };
-        let parent_gone = async {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = [0u8; 64];
-            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
-        };
         tokio::select! {
             () = accept => {}
-            () = parent_gone => {}
+            () = parent_gone() => {}
         }
         Ok(())
     })
@@ -94,20 +89,39 @@ async fn serve_conn(mut conn: TcpStream) -> std::io::Result<()> {
     }
 }
 
-/// Starts the upstream process from the current executable and returns it
-/// with its address.
+/// Starts the upstream process (this executable, `serve-upstream`) and
+/// returns it with its address.
 pub(crate) fn start(dir: &Path) -> anyhow::Result<(ChildGuard, SocketAddr)> {
-    let exe = std::env::current_exe().context("locating the causeway executable")?;
+    start_this_binary("upstream", "serve-upstream", dir)
+}
+
+/// Starts this executable with a hidden `subcommand` that serves on a port
+/// from the OS and prints `{"event":"ready","addr":...}`; returns the
+/// process and that address. The child exits when its stdin closes.
+pub(crate) fn start_this_binary(
+    name: &str,
+    subcommand: &str,
+    dir: &Path,
+) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+    let exe = std::env::current_exe().context("locating the causeway-bench executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["bench", "--serve-upstream"]);
-    let mut child = ChildGuard::spawn("upstream", cmd, &dir.join("upstream.log"))?;
+    cmd.arg(subcommand);
+    let mut child = ChildGuard::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
     let line = child.ready_line(Duration::from_secs(10))?;
     let ready: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("upstream ready line {line:?}"))?;
+        serde_json::from_str(&line).with_context(|| format!("{name}: ready line {line:?}"))?;
     let addr = ready
         .get("addr")
         .and_then(|v| v.as_str())
         .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no address in the upstream's ready line {line:?}"))?;
+        .with_context(|| format!("no address in the {name}'s ready line {line:?}"))?;
     Ok((child, addr))
+}
+
+/// Resolves when stdin closes: the benchmark that started this process is
+/// gone, however it ended.
+pub(crate) async fn parent_gone() {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
 }

@@ -1,7 +1,8 @@
-//! The load generator: closed loops of small requests (each connection
-//! sends one message and waits for its echo before the next), and one bulk
-//! stream. It runs in the benchmark process; the upstream and every proxy
-//! run in processes of their own.
+//! The TCP load: closed loops of small messages (each connection sends one
+//! and waits for its echo before the next), and one bulk stream; and the
+//! figures every load reports. It runs in the benchmark process; the
+//! upstreams and every proxy run in processes of their own. The HTTP loads
+//! are in `http_load`, the latency phase of every load in `latency`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,9 +21,13 @@ pub(crate) struct Load {
     pub(crate) duration: Duration,
     /// Time before measuring starts, on the same connections.
     pub(crate) warmup: Duration,
-    /// Connections of the throughput phase.
+    /// Connections of the throughput phase (TCP and HTTP/1.1).
     pub(crate) connections: usize,
-    /// Size of one request (and of its echo).
+    /// h2c: connections of the throughput phase, and streams in flight on
+    /// each.
+    pub(crate) h2c_connections: usize,
+    pub(crate) h2c_streams: usize,
+    /// TCP: size of one message (and of its echo).
     pub(crate) message: usize,
     /// Bytes pushed through the bulk stream; 0 skips the bulk phase.
     pub(crate) bulk_bytes: u64,
@@ -42,6 +47,9 @@ pub(crate) struct Throughput {
     /// request in the measured window: on a shared machine this moves far
     /// less than requests/s. Zero for the direct path; `None` without /proc.
     pub(crate) cpu_per_request: Option<Duration>,
+    /// HTTP/1.1: connections the path closed after a response (`Connection:
+    /// close`), each opened again; not an error.
+    pub(crate) reconnects: u64,
 }
 
 /// Round-trip times over one connection.
@@ -136,136 +144,25 @@ pub(crate) async fn throughput(
     while let Some(r) = tasks.join_next().await {
         requests += r.context("a load task panicked")??;
     }
-    let cpu_per_request = match (cpu_start, cpu_end) {
+    Ok(Throughput {
+        requests,
+        per_second: requests as f64 / load.duration.as_secs_f64(),
+        cpu_per_request: cpu_per_request(cpu_start, cpu_end, requests),
+        reconnects: 0,
+    })
+}
+
+/// CPU time between two probe readings, per request.
+pub(crate) fn cpu_per_request(
+    start: Option<Duration>,
+    end: Option<Duration>,
+    requests: u64,
+) -> Option<Duration> {
+    match (start, end) {
         (Some(a), Some(b)) if requests > 0 => {
             Some(b.saturating_sub(a) / u32::try_from(requests).unwrap_or(u32::MAX))
         }
         _ => None,
-    };
-    Ok(Throughput {
-        requests,
-        per_second: requests as f64 / load.duration.as_secs_f64(),
-        cpu_per_request,
-    })
-}
-
-/// Round-trip times of every path in `addrs`, one connection each, timed
-/// in turns: each path runs a closed loop for a [`SLICE`], then the next, so
-/// that a change in the machine's load (a neighbour's burst, the host
-/// taking a vCPU) hits every path alike. Each path gets `load.duration` of
-/// measured time after `load.warmup` of its own. Plain blocking sockets on
-/// one thread, so that the figures hold no scheduler hand-offs of the load
-/// generator. A path that fails is reported and left out of later turns.
-pub(crate) async fn latency(
-    addrs: Vec<SocketAddr>,
-    load: &Load,
-) -> anyhow::Result<Vec<anyhow::Result<Latency>>> {
-    let load = load.clone();
-    tokio::task::spawn_blocking(move || latency_blocking(&addrs, &load))
-        .await
-        .context("the latency thread panicked")
-}
-
-/// How long one path runs before the next takes its turn.
-pub(crate) const SLICE: Duration = Duration::from_millis(2);
-
-/// One path's connection (none once it failed) and what it measured.
-struct Timed {
-    stream: Option<std::net::TcpStream>,
-    samples: Vec<Duration>,
-    failed: Option<anyhow::Error>,
-}
-
-fn connect_blocking(addr: SocketAddr) -> anyhow::Result<std::net::TcpStream> {
-    use std::io::Write;
-    let mut s =
-        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    s.set_nodelay(true).context("TCP_NODELAY")?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .context("read timeout")?;
-    s.write_all(&[MODE_ECHO]).context("writing the mode byte")?;
-    Ok(s)
-}
-
-/// Round trips on `s` until `until`, each timed into `samples` if given.
-fn ping_until(
-    s: &mut std::net::TcpStream,
-    msg: &[u8],
-    buf: &mut [u8],
-    until: Instant,
-    samples: Option<&mut Vec<Duration>>,
-) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
-    let mut samples = samples;
-    loop {
-        let sent = Instant::now();
-        if sent >= until {
-            return Ok(());
-        }
-        s.write_all(msg).context("writing a request")?;
-        s.read_exact(buf).context("reading a response")?;
-        if buf != msg {
-            bail!("the response is not the request's echo");
-        }
-        if let Some(v) = samples.as_deref_mut() {
-            v.push(sent.elapsed());
-        }
-    }
-}
-
-fn latency_blocking(addrs: &[SocketAddr], load: &Load) -> Vec<anyhow::Result<Latency>> {
-    let msg = message(load.message);
-    let mut buf = vec![0u8; msg.len()];
-    let mut paths: Vec<Timed> = addrs
-        .iter()
-        .map(|&addr| {
-            let (stream, failed) = match connect_blocking(addr) {
-                Ok(s) => (Some(s), None),
-                Err(e) => (None, Some(e)),
-            };
-            Timed {
-                stream,
-                samples: Vec::with_capacity(1 << 16),
-                failed,
-            }
-        })
-        .collect();
-    // Warm-up, then the measured turns, each in slices.
-    for (phase, total) in [(false, load.warmup), (true, load.duration)] {
-        let turns = (total.as_nanos() / SLICE.as_nanos()).max(1);
-        for _ in 0..turns {
-            for p in &mut paths {
-                let Some(stream) = p.stream.as_mut() else {
-                    continue;
-                };
-                let until = Instant::now() + SLICE;
-                let samples = phase.then_some(&mut p.samples);
-                if let Err(e) = ping_until(stream, &msg, &mut buf, until, samples) {
-                    p.failed = Some(e);
-                    p.stream = None;
-                }
-            }
-        }
-    }
-    paths.into_iter().map(Timed::summary).collect()
-}
-
-impl Timed {
-    fn summary(self) -> anyhow::Result<Latency> {
-        if let Some(e) = self.failed {
-            return Err(e);
-        }
-        let mut samples = self.samples;
-        if samples.is_empty() {
-            bail!("no round trip completed");
-        }
-        samples.sort_unstable();
-        let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
-        Ok(Latency {
-            samples: samples.len(),
-            p50: at(50),
-            p99: at(99),
-        })
     }
 }
 
@@ -300,6 +197,6 @@ pub(crate) async fn bulk(addr: SocketAddr, load: &Load) -> anyhow::Result<Bulk> 
 }
 
 /// A recognisable message of `len` bytes.
-fn message(len: usize) -> Vec<u8> {
+pub(crate) fn message(len: usize) -> Vec<u8> {
     (0..len).map(|i| b'a' + (i % 26) as u8).collect()
 }

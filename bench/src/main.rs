@@ -1,27 +1,52 @@
-//! `causeway bench`: the data-path benchmark (src/bench/). Prints a table
-//! of figures with their ratios to a direct connection measured in the same
-//! run, or JSON with `--json`; progress goes to stderr.
+//! `causeway-bench`: Causeway's benchmarks, outside the product binary.
 //!
-//! `causeway bench config-stream`: the control path, how long one change
-//! takes from `apply` to every gateway's ACK (src/bench/config_stream/).
+//! - no subcommand: the data path (src/data/), TCP and HTTP, through real
+//!   `causeway gateway` processes and, where installed, nginx and haproxy,
+//!   each figure set beside a direct connection measured in the same run;
+//! - `config-stream`: the control path, how long one change takes from
+//!   `apply` to every gateway's ACK (src/config_stream/);
+//! - `rotation`: a root rotation with peers and many gateways
+//!   (src/rotation.rs).
+//!
+//! The report goes to stdout (a table, or JSON with `--json`); progress
+//! goes to stderr. The data path's gateways are the `causeway` binary next
+//! to this one (`cargo build --release` first), or `--causeway FILE`, or
+//! `$CAUSEWAY_BIN`; its upstreams are this binary (hidden subcommands).
 
+#![allow(clippy::print_stderr, reason = "progress and errors go to stderr")]
+
+mod config_stream;
+mod data;
+mod out;
+mod rotation;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::{parse_duration, say};
-use crate::bench::config_stream::{self, Params, Shape};
-use crate::bench::rotation;
-use crate::bench::{self, Load, Outcome, Scenario};
+use config_stream::{Params, Shape};
+use data::{Load, Outcome, Scenario};
 
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub(crate) struct BenchArgs {
-    /// Without a subcommand: the data path.
+#[derive(Debug, Parser)]
+#[command(
+    name = "causeway-bench",
+    about = "Causeway's benchmarks: the data path against direct and against nginx/haproxy \
+             (no subcommand), the config stream, root rotation",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
     #[command(subcommand)]
-    other: Option<OtherBench>,
+    command: Option<Command>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+/// The data path (no subcommand).
+#[derive(Debug, Args)]
+struct DataArgs {
     /// Measured time of each phase (latency, then requests/s) per scenario
     /// and round.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -32,16 +57,25 @@ pub(crate) struct BenchArgs {
     /// Unmeasured time on the same connections before each phase.
     #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     warmup: Duration,
-    /// Connections of the requests/s phase, each in a closed loop.
+    /// Connections of the requests/s phase of TCP and HTTP/1.1, each in a
+    /// closed loop.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
     connections: u16,
-    /// Size of each request and of its echo, in bytes.
+    /// h2c: connections of the requests/s phase...
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    h2c_connections: u16,
+    /// ...and requests in flight on each, each stream in a closed loop.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    h2c_streams: u16,
+    /// TCP: size of each request and of its echo, in bytes.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     message_bytes: u32,
-    /// MiB pushed through one stream in each round's bulk phase; 0 skips it.
+    /// TCP: MiB pushed through one stream in each round's bulk phase; 0
+    /// skips it.
     #[arg(long, default_value_t = 256)]
     bulk_mib: u64,
-    /// Only these scenarios (comma-separated); the direct baseline always runs.
+    /// Only these scenarios (comma-separated); the direct baseline of each
+    /// load (direct, direct-http, direct-h2c) always runs with them.
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
     /// Let CPUs go idle while latency is measured. By default every CPU is
@@ -53,16 +87,17 @@ pub(crate) struct BenchArgs {
     /// `--threads` of the gateways under test (1: one event loop).
     #[arg(long, default_value_t = 1)]
     gateway_threads: usize,
+    /// The `causeway` binary the gateways run (default: $CAUSEWAY_BIN, else
+    /// the one next to this program, in the same target directory).
+    #[arg(long, value_name = "FILE")]
+    causeway: Option<PathBuf>,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Run as the benchmark's upstream (started by the benchmark itself).
-    #[arg(long, hide = true)]
-    serve_upstream: bool,
 }
 
 #[derive(Debug, Subcommand)]
-enum OtherBench {
+enum Command {
     /// The control path: a controller with many Services and Peerings
     /// pushes one change to many connected gateways; times every step
     /// until all have ACKed it.
@@ -71,6 +106,13 @@ enum OtherBench {
     /// gateways rotates its root, nothing behind; times each rotation and
     /// each of its steps.
     Rotation(RotationArgs),
+    /// The data path's TCP upstream (started by the benchmark itself).
+    #[command(hide = true)]
+    ServeUpstream,
+    /// The data path's HTTP/1.1 and h2c upstream (started by the benchmark
+    /// itself).
+    #[command(hide = true)]
+    ServeHttpUpstream,
 }
 
 #[derive(Debug, Args)]
@@ -128,20 +170,50 @@ enum StoreKind {
     Etcd,
 }
 
-pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    match args.other {
-        Some(OtherBench::ConfigStream(a)) => return run_config_stream(a),
-        Some(OtherBench::Rotation(a)) => return run_rotation(a),
-        None => {}
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    causeway_trust::tls::install_default_provider();
+    let result = match cli.command {
+        None => run_data_path(cli.data),
+        Some(Command::ConfigStream(a)) => run_config_stream(a),
+        Some(Command::Rotation(a)) => run_rotation(a),
+        Some(Command::ServeUpstream) => data::upstream::serve().map(|()| ExitCode::SUCCESS),
+        Some(Command::ServeHttpUpstream) => {
+            data::http_upstream::serve().map(|()| ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("causeway-bench: error: {e:#}");
+            ExitCode::from(2)
+        }
     }
-    if args.serve_upstream {
-        bench::upstream::serve()?;
-        return Ok(ExitCode::SUCCESS);
-    }
+}
+
+/// Logs on stderr, warnings unless `CAUSEWAY_LOG` says otherwise.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CAUSEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+fn run_data_path(args: DataArgs) -> anyhow::Result<ExitCode> {
     let load = Load {
         duration: args.duration,
         warmup: args.warmup,
         connections: usize::from(args.connections),
+        h2c_connections: usize::from(args.h2c_connections),
+        h2c_streams: usize::from(args.h2c_streams),
         message: args.message_bytes as usize,
         bulk_bytes: args
             .bulk_mib
@@ -155,12 +227,22 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.scenarios.clone()
     };
+    // Only a run that starts gateways needs the causeway binary.
+    let causeway = if selected.iter().any(|s| s.needs_causeway()) {
+        let found = causeway_chaos::Causeway::locate(args.causeway)?;
+        progress(&format!("gateways: {}", found.bin.display()));
+        Some(found.bin)
+    } else {
+        None
+    };
+    if cfg!(debug_assertions) {
+        progress("this is a debug build: figures are not worth comparing (cargo run --release)");
+    }
     let rounds = usize::from(args.rounds);
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
-    let progress = |msg: &str| eprintln!("bench: {msg}");
     let rows = rt.block_on(async {
         tokio::select! {
-            r = bench::run(&load, rounds, &selected, &progress) => r,
+            r = data::run(&load, rounds, &selected, causeway.as_deref(), &progress) => r,
             // Dropping the run ends every child process it started.
             _ = tokio::signal::ctrl_c() => bail!("interrupted"),
         }
@@ -169,11 +251,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     rt.shutdown_timeout(Duration::from_secs(1));
     let rows = rows?;
     if args.json {
-        say!("{}", bench::report::json(&rows, &load, rounds));
+        out::say!("{}", data::report::json(&rows, &load, rounds));
     } else {
-        super::say_raw(format_args!(
+        out::say_raw(format_args!(
             "{}",
-            bench::report::table(&rows, &load, rounds)
+            data::report::table(&rows, &load, rounds)
         ));
     }
     let failed = rows.iter().any(|r| matches!(r.outcome, Outcome::Failed(_)));
@@ -199,7 +281,6 @@ fn run_config_stream(args: ConfigStreamArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
     };
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
-    let progress = |msg: &str| eprintln!("bench: {msg}");
     let report = rt.block_on(async {
         tokio::select! {
             r = config_stream::run(&params, &progress) => r,
@@ -210,9 +291,9 @@ fn run_config_stream(args: ConfigStreamArgs) -> anyhow::Result<ExitCode> {
     rt.shutdown_timeout(Duration::from_secs(1));
     let report = report?;
     if args.json {
-        say!("{}", config_stream::report::json(&report));
+        out::say!("{}", config_stream::report::json(&report));
     } else {
-        super::say_raw(format_args!("{}", config_stream::report::table(&report)));
+        out::say_raw(format_args!("{}", config_stream::report::table(&report)));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -225,7 +306,6 @@ fn run_rotation(args: RotationArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
     };
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
-    let progress = |msg: &str| eprintln!("bench: {msg}");
     let report = rt.block_on(async {
         tokio::select! {
             r = rotation::run(&params, &progress) => r,
@@ -236,9 +316,14 @@ fn run_rotation(args: RotationArgs) -> anyhow::Result<ExitCode> {
     rt.shutdown_timeout(Duration::from_secs(1));
     let report = report?;
     if args.json {
-        say!("{}", rotation::json(&report));
+        out::say!("{}", rotation::json(&report));
     } else {
-        super::say_raw(format_args!("{}", rotation::table(&report)));
+        out::say_raw(format_args!("{}", rotation::table(&report)));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Parses "1h", "30m", "90s", "300ms".
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 300ms, 1s, 90s)"))
 }

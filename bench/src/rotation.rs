@@ -1,4 +1,4 @@
-//! `causeway bench rotation`: how long a root rotation of one trust domain
+//! `causeway-bench rotation`: how long a root rotation of one trust domain
 //! takes when nothing is behind, from `rotate start` until the rotation is
 //! in the history as completed.
 //!
@@ -257,7 +257,7 @@ async fn rotate(admin: &mut AdminApiClient<Channel>, timeout: Duration) -> anyho
     let t0 = Instant::now();
     let started = admin
         .start_rotation(pb::StartRotationRequest {
-            started_by: "causeway bench rotation".into(),
+            started_by: "causeway-bench rotation".into(),
             step_timeout_secs: timeout.as_secs().max(1),
             ..Default::default()
         })
