@@ -310,7 +310,7 @@ impl ControlClient {
     }
 
     /// The last ACK or NACK sent to the controller, as it changes (for
-    /// tests and `causeway bench config-stream`, which time the ACKs).
+    /// tests and `causeway-bench config-stream`, which time the ACKs).
     pub fn answers(&self) -> watch::Receiver<Option<Answer>> {
         self.answers.subscribe()
     }

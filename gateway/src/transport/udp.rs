@@ -2,7 +2,7 @@
 //! GRO and ECN) under a tokio registration tuned for one request in flight.
 //!
 //! quinn's stock tokio socket costs every gateway two extra kernel trips per
-//! round trip, measured with `strace -c` on `causeway bench`:
+//! round trip, measured with `strace -c` on `causeway-bench`:
 //!
 //! - it registers the socket for writability too, and Linux signals
 //!   `EPOLLOUT` on a UDP socket each time the peer reads one of our
