@@ -238,22 +238,6 @@ pub fn from_frame_error(e: &FrameError) -> CallError {
     }
 }
 
-/// A write to the peer that failed: the peer stopped the stream (its
-/// reason in the code) or the connection is gone.
-pub fn from_write_error(e: &quinn::WriteError) -> CallError {
-    match e {
-        quinn::WriteError::Stopped(code) => from_reset(*code),
-        quinn::WriteError::ConnectionLost(why) => CallError::new(
-            Reason::PeerConnectionLost,
-            format!("the connection to the peer gateway was lost: {why}"),
-        ),
-        other => CallError::new(
-            Reason::PeerStream,
-            format!("the stream to the peer: {other}"),
-        ),
-    }
-}
-
 /// The caller's view of a peer's reset code.
 pub fn from_reset(code: quinn::VarInt) -> CallError {
     let (reason, what) = match code {

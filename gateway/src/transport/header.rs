@@ -184,15 +184,9 @@ impl StreamHeader {
         Ok(h)
     }
 
-    /// The length of the encoded header after its prefix: what a receiver
-    /// compares with its `max_header_bytes`. [`Self::encode`] needs it to
-    /// be at most 65,535 (the prefix's length field).
-    pub fn encoded_len(&self) -> usize {
-        self.to_proto().encoded_len()
-    }
-
     /// What a receiver compares with its `max_header_bytes`, from an
-    /// encoded header.
+    /// encoded header. [`Self::encode`] writes a correct length only up to
+    /// 65,535 (the prefix's length field): senders check this first.
     pub fn body_len(encoded: &[u8]) -> usize {
         encoded.len().saturating_sub(PREFIX_LEN)
     }
